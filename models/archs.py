@@ -1,0 +1,154 @@
+"""Architectures of the bundled models.
+
+Every model carries its own input normalisation (a `Normalize` module in front), so the exported ONNX file
+takes raw pixel values (float32 in [0, 255], layout NCHW) and calibration data can stay uint8 on disk.
+Factories are plain functions so `onnxprune export models/archs.py:resnet20` can build them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """(x / 255 - mean) / std, per channel; exported as one Mul and one Add."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        m, s = torch.tensor(mean), torch.tensor(std)
+        self.register_buffer("scale", (1.0 / (255.0 * s)).view(1, -1, 1, 1))
+        self.register_buffer("shift", (-m / s).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+# ---------------------------------------------------------------- MNIST
+def lenet300() -> nn.Module:
+    """LeNet-300-100: the fully connected net of the screening paper (784-300-100-10)."""
+    return nn.Sequential(
+        Normalize(MNIST_MEAN, MNIST_STD), nn.Flatten(),
+        nn.Linear(784, 300), nn.ReLU(),
+        nn.Linear(300, 100), nn.ReLU(),
+        nn.Linear(100, 10),
+    )
+
+
+def lenet5bn() -> nn.Module:
+    """Small LeNet-5-style conv net with BatchNorm (32-64 channels, 256 hidden units)."""
+    return nn.Sequential(
+        Normalize(MNIST_MEAN, MNIST_STD),
+        nn.Conv2d(1, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 256), nn.ReLU(),
+        nn.Linear(256, 10),
+    )
+
+
+# ---------------------------------------------------------------- CIFAR ResNet-20
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    """He et al. basic block; projection shortcut (1x1 conv + BN) when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(cin, cout, 3, stride), nn.ReLU(), conv_bn(cout, cout, 3))
+        self.short = conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.short(x))
+
+
+def resnet20(num_classes: int = 10) -> nn.Module:
+    """CIFAR ResNet-20: 3 stages of 3 basic blocks, 16/32/64 channels, residual Adds, BN."""
+    layers: list[nn.Module] = [Normalize(CIFAR_MEAN, CIFAR_STD), conv_bn(3, 16), nn.ReLU()]
+    cin = 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(3):
+            layers.append(BasicBlock(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------- CIFAR DenseNet
+class DenseLayer(nn.Module):
+    """BN-ReLU-Conv3x3 producing `growth` new maps, concatenated onto the input."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.f = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, growth, 3, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.f(x)], 1)
+
+
+def densenet(growth: int = 12, layers_per_block: int = 6, num_classes: int = 10) -> nn.Module:
+    """Small DenseNet (3 dense blocks, growth 12, 1x1 transitions with 2x2 average pooling): Concat-heavy."""
+    c = 2 * growth
+    mods: list[nn.Module] = [Normalize(CIFAR_MEAN, CIFAR_STD), nn.Conv2d(3, c, 3, 1, 1, bias=False)]
+    for b in range(3):
+        for _ in range(layers_per_block):
+            mods.append(DenseLayer(c, growth))
+            c += growth
+        if b < 2:
+            mods += [nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)]
+            c //= 2
+    mods += [nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)]
+    return nn.Sequential(*mods)
+
+
+# ---------------------------------------------------------------- CIFAR MobileNetV2 + SE
+class SqueezeExcite(nn.Module):
+    """x * hardsigmoid(W2 relu(W1 mean_hw(x))): the excitation Mul couples x with its branch."""
+
+    def __init__(self, c: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.f = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // reduction, 1), nn.ReLU(),
+                               nn.Conv2d(c // reduction, c, 1), nn.Hardsigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.f(x)
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1x1 - depthwise 3x3 - SE - project 1x1 (linear); residual Add when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.f = nn.Sequential(
+            conv_bn(cin, mid, 1), nn.ReLU6(),
+            conv_bn(mid, mid, 3, stride, groups=mid), nn.ReLU6(),
+            SqueezeExcite(mid),
+            conv_bn(mid, cout, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.f(x)
+        return x + y if self.use_res else y
+
+
+def mobilenetv2(num_classes: int = 10) -> nn.Module:
+    """Narrow CIFAR MobileNetV2 (stride 1 stem) with squeeze-excitation in every block."""
+    cfg = [(1, 16, 1, 1), (4, 24, 2, 1), (4, 32, 2, 2), (4, 64, 2, 2), (4, 96, 1, 1)]  # expand, cout, n, stride
+    mods: list[nn.Module] = [Normalize(CIFAR_MEAN, CIFAR_STD), conv_bn(3, 32), nn.ReLU6()]
+    cin = 32
+    for t, c, n, s in cfg:
+        for i in range(n):
+            mods.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+            cin = c
+    mods += [conv_bn(cin, 256, 1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)]
+    return nn.Sequential(*mods)
+
+
+FACTORIES = {"lenet300": lenet300, "lenet5bn": lenet5bn, "resnet20": resnet20,
+             "densenet": densenet, "mobilenetv2": mobilenetv2}

@@ -1,0 +1,3 @@
+"""onnxprune: post-training pruning of ONNX neural networks."""
+
+__version__ = "0.1.0"
