@@ -90,7 +90,7 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.f(x)], 1)
 
 
-def densenet(growth: int = 12, layers_per_block: int = 6, num_classes: int = 10) -> nn.Module:
+def densenet(growth: int = 12, layers_per_block: int = 4, num_classes: int = 10) -> nn.Module:
     """Small DenseNet (3 dense blocks, growth 12, 1x1 transitions with 2x2 average pooling): Concat-heavy."""
     c = 2 * growth
     mods: list[nn.Module] = [Normalize(CIFAR_MEAN, CIFAR_STD), nn.Conv2d(3, c, 3, 1, 1, bias=False)]
@@ -138,8 +138,8 @@ class InvertedResidual(nn.Module):
 
 
 def mobilenetv2(num_classes: int = 10) -> nn.Module:
-    """Narrow CIFAR MobileNetV2 (stride 1 stem) with squeeze-excitation in every block."""
-    cfg = [(1, 16, 1, 1), (4, 24, 2, 1), (4, 32, 2, 2), (4, 64, 2, 2), (4, 96, 1, 1)]  # expand, cout, n, stride
+    """Narrow CIFAR MobileNetV2 (stride-1 stem, expansion 3) with squeeze-excitation in every block."""
+    cfg = [(1, 16, 1, 1), (3, 24, 2, 2), (3, 32, 2, 2), (3, 64, 2, 2), (3, 96, 1, 1)]  # expand, cout, n, stride
     mods: list[nn.Module] = [Normalize(CIFAR_MEAN, CIFAR_STD), conv_bn(3, 32), nn.ReLU6()]
     cin = 32
     for t, c, n, s in cfg:

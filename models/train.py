@@ -30,7 +30,7 @@ RECIPES = {  # name: (dataset, epochs, peak lr, weight decay)
     "lenet5bn": ("mnist", 8, 0.05, 5e-4),
     "resnet20": ("cifar10", 30, 0.2, 5e-4),
     "densenet": ("cifar10", 8, 0.2, 5e-4),
-    "mobilenetv2": ("cifar10", 8, 0.2, 4e-5),
+    "mobilenetv2": ("cifar10", 10, 0.2, 4e-5),
 }
 
 

@@ -56,7 +56,9 @@ def parse_grid(text: str) -> np.ndarray:
     elif re.fullmatch(f"{_NUMBER}(?:,{_NUMBER})*", text):
         grid = np.unique([float(part) for part in text.split(",")])
     else:
-        raise OnnxPruneError(f"cannot parse grid {text!r}: expected 'start:stop:step' (e.g. 0:0.95:0.05) or 'r1,r2,...'")
+        raise OnnxPruneError(
+            f"cannot parse grid {text!r}: expected 'start:stop:step' (e.g. 0:0.95:0.05) or 'r1,r2,...'"
+        )
     if grid[0] < 0 or grid[-1] >= 1:
         raise OnnxPruneError(f"grid {text!r}: ratios must lie in [0, 1)")
     return grid
@@ -220,7 +222,18 @@ def certify(
     )
 
 
-def _message(ratio, grid, risk, pvals, eps, delta, n, pvalue, control) -> str:
+def _message(
+    ratio: float | None,
+    grid: np.ndarray,
+    risk: np.ndarray,
+    pvals: np.ndarray,
+    eps: float,
+    delta: float,
+    n: int,
+    pvalue: str,
+    control: str,
+) -> str:
+    """One line for the report; when nothing passes, name the test that stopped it."""
     how = f"n={n}, {pvalue} p-values, {control.replace('_', '-')}"
     if ratio is not None:
         return f"certified ratio {ratio:g}: risk ≤ ε={eps:g} with probability ≥ {1 - delta:g} ({how})"

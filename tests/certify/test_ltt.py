@@ -24,7 +24,9 @@ def test_parse_grid_list_is_sorted():
     np.testing.assert_array_equal(parse_grid("0.5, 0.1,0.3"), [0.1, 0.3, 0.5])
 
 
-@pytest.mark.parametrize("text", ["abc", "0:0.5", "0:0.9:0", "0.5:0.1:0.1", "0:1:0.1", "-0.1:0.5:0.1", "0.2,,0.3", "1.0"])
+@pytest.mark.parametrize(
+    "text", ["abc", "0:0.5", "0:0.9:0", "0.5:0.1:0.1", "0:1:0.1", "-0.1:0.5:0.1", "0.2,,0.3", "1.0"]
+)
 def test_parse_grid_refuses_bad_text(text):
     with pytest.raises(OnnxPruneError, match="grid"):
         parse_grid(text)
@@ -117,7 +119,9 @@ def test_invalid_inputs_are_refused(grid, losses, match):
         certify(grid, losses, 0.05, 0.1, pvalue="hb")
 
 
-@pytest.mark.parametrize("kwargs,match", [({"pvalue": "normal"}, "p-value method"), ({"control": "holm"}, "error control")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"pvalue": "normal"}, "p-value method"), ({"control": "holm"}, "error control")]
+)
 def test_unknown_methods_are_refused(kwargs, match):
     with pytest.raises(OnnxPruneError, match=match):
         certify([0.1], np.zeros((1, 100)), 0.05, 0.1, **kwargs)
