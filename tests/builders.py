@@ -1,0 +1,36 @@
+"""Model builders and paths shared by the tests (importable as `builders`; tests/ is on pythonpath)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+REPO = Path(__file__).resolve().parent.parent
+LENET300 = REPO / "models" / "lenet300_mnist.onnx"
+MNIST_EVAL = REPO / "calib_data" / "mnist_eval.npz"
+MNIST_CALIB = REPO / "calib_data" / "mnist_calib.npz"
+
+
+def tiny_mlp(seed: int = 0, constant_nodes: bool = False) -> onnx.ModelProto:
+    """input (N,4) → Gemm(4→3) → Relu → Gemm(3→2) → logits; weights as initializers or Constant nodes."""
+    rng = np.random.default_rng(seed)
+    w1, b1 = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    w2, b2 = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    weights = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    nodes = [helper.make_node("Gemm", ["input", "w1", "b1"], ["h"], transB=1, name="fc1"),
+             helper.make_node("Relu", ["h"], ["a"], name="relu1"),
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["logits"], transB=1, name="fc2")]
+    if constant_nodes:
+        consts = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(v, k)) for k, v in weights.items()]
+        nodes, inits = consts + nodes, []
+    else:
+        inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    graph = helper.make_graph(nodes, "tiny_mlp",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,61 @@
+"""The CLI end to end: eval on the bundled model, JSON output, and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from onnxprune import __version__
+from onnxprune.cli import main
+
+from builders import LENET300
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_every_command_has_help():
+    for name in main.commands:
+        r = run(name, "--help")
+        assert r.exit_code == 0, name
+        assert "Usage" in r.output
+
+
+def test_eval_bundled_lenet_json(mnist_small):
+    r = run("eval", LENET300, "--data", mnist_small, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["n"] == 500 and d["accuracy"] > 0.97 and d["agreement"] is None
+
+
+def test_eval_agreement_with_itself_is_one(mnist_small):
+    r = run("eval", LENET300, "--data", mnist_small, "--reference", LENET300, "--json")
+    assert json.loads(r.output)["agreement"] == 1.0
+
+
+def test_errors_are_one_line_exit_2(tmp_path, mnist_small):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01garbage")
+    cases = [("eval", tmp_path / "missing.onnx", "--data", mnist_small),
+             ("eval", bad, "--data", mnist_small),
+             ("eval", LENET300, "--data", tmp_path / "missing.npz")]
+    for args in cases:
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+        assert r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+
+
+def test_wrong_data_shape_is_explained(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "cifar_like.npz"
+    np.savez(p, x=np.zeros((2, 3, 32, 32), np.uint8))
+    r = run("eval", LENET300, "--data", p)
+    assert r.exit_code == 2 and "model expects input: (N,1,28,28)" in r.output
