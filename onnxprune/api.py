@@ -8,6 +8,9 @@ from pathlib import Path
 
 import onnx
 
+from . import bench as _bench
+from .check import CheckResult
+from .check import check as _check
 from .data import Dataset, load_dataset
 from .evaluate import EvalResult
 from .evaluate import evaluate as _evaluate
@@ -38,3 +41,38 @@ def export(src: str, out: str | Path, input_shape: tuple[int, ...], weights: str
            opset: int = 18, tolerance: float = 1e-4) -> ExportResult:
     """PyTorch factory (file.py:function) + optional state_dict → checked ONNX file."""
     return _export(src, out, input_shape, weights=weights, opset=opset, tolerance=tolerance)
+
+
+def bench(model: ModelLike, model_b: ModelLike | None = None, threads: str = "both", runs: int = 200,
+          warmup: int = 10, seconds: float = 10.0, shapes: dict[str, tuple[int, ...]] | None = None
+          ) -> _bench.BenchResult:
+    """Latency (batch 1; interleaved A/B ratios for two models), file size, params and MACs."""
+    return _bench.benchmark(model, model_b, threads=threads, runs=runs, warmup=warmup, seconds=seconds, shapes=shapes)
+
+
+def check(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, max_drop: float = 0.01,
+          batch_size: int = 256) -> CheckResult:
+    """Pass/fail: accuracy drop (or, without labels, disagreement) of `pruned` vs `reference` ≤ `max_drop`."""
+    m, ref = as_model(pruned), as_model(reference)
+    return _check(m, ref, as_dataset(data, m), max_drop, batch_size)
+
+
+def compress(model: str | Path, **kwargs):
+    """The whole chain (see `onnxprune.compress.compress` for the options); returns a CompressResult."""
+    from .compress import compress as _compress
+
+    return _compress(model, **kwargs)
+
+
+def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta: float = 0.1,
+            grid: str = "0:0.95:0.05", settings=None, cert_data: str | Path | Dataset | None = None,
+            pvalue: str = "binomial", control: str = "fixed_sequence", cert_fraction: float = 0.5):
+    """Learn-then-Test: the largest ratio in `grid` whose risk is ≤ eps with probability ≥ 1 - delta."""
+    from .certification import run
+    from .certify import parse_grid
+    from .plan import PruneSettings
+
+    m = as_model(model)
+    return run(m, as_dataset(calib, m), settings or PruneSettings(), parse_grid(grid), eps, delta,
+               cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
+               pvalue=pvalue, control=control)

@@ -31,10 +31,14 @@ def main() -> None:
 
 
 def _register() -> None:
+    from .commands.bench import bench_cmd
+    from .commands.certify import certify_cmd
+    from .commands.check import check_cmd
+    from .commands.compress import compress_cmd
     from .commands.evaluate import eval_cmd
     from .commands.export import export_cmd
 
-    for cmd in (export_cmd, eval_cmd):
+    for cmd in (compress_cmd, certify_cmd, export_cmd, eval_cmd, bench_cmd, check_cmd):
         main.add_command(cmd)
 
 

@@ -100,10 +100,43 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
     return Dataset(inputs, labels, specs, str(path))
 
 
-def matches(path: str | Path, model: onnx.ModelProto) -> bool:
-    """Whether the file's arrays fit the model's inputs (for calibration-data auto-discovery)."""
+def peek_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Array shapes of an .npz read from the member headers only, without decompressing the data."""
+    shapes = {}
     try:
-        load_dataset(path, model)
-        return True
-    except OnnxPruneError:
-        return False
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.endswith(".npy"):
+                    with zf.open(name) as f:
+                        major, _ = np.lib.format.read_magic(f)
+                        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                                       else np.lib.format.read_array_header_2_0)
+                        shape, _, _ = read_header(f)
+                        shapes[name[:-4]] = tuple(shape)
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return {}
+    return shapes
+
+
+def matches(path: str | Path, model: onnx.ModelProto) -> bool:
+    """Whether the file's arrays fit the model's inputs (cheap: headers only), for auto-discovery."""
+    shapes = peek_shapes(path)
+    for s in input_specs(model):
+        shape = shapes.get(s.name, shapes.get("x") if len(input_specs(model)) == 1 else None)
+        if shape is None or len(shape) != len(s.sample_shape) + 1:
+            return False
+        if any(d is not None and d != sd for d, sd in zip(s.sample_shape, shape[1:])):
+            return False
+    return True
+
+
+def discover(model: onnx.ModelProto, folder: str | Path, kind: str) -> Path | None:
+    """The one `*{kind}*.npz` in `folder` that fits the model; None if none fits; an error if several do."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    hits = sorted(p for p in folder.glob(f"*{kind}*.npz") if matches(p, model))
+    if len(hits) > 1:
+        raise OnnxPruneError(f"several {kind} files in {folder}/ fit this model ({', '.join(p.name for p in hits)}); "
+                             f"choose one with --{kind}")
+    return hits[0] if hits else None

@@ -64,3 +64,51 @@ batch_option = click.option("--batch-size", default=256, show_default=True, type
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+CRITERIA = ("fscreen", "magnitude", "bn", "l1", "l2", "apoz", "ri", "wanda")
+
+
+def pruning_options(f):
+    """The options every pruning command shares; the command receives them as one `settings` PruneSettings."""
+    import functools
+
+    opts = [
+        click.option("--mode", type=click.Choice(["structured", "unstructured"]), default="structured",
+                     show_default=True, help="Remove channels (smaller, faster) or zero weights (smaller file)."),
+        click.option("--criterion", type=click.Choice(CRITERIA), default="fscreen", show_default=True,
+                     help="fscreen = α·F-statistic + (1-α)·magnitude; bn/l1/l2/apoz/ri (structured), "
+                          "magnitude/wanda/ri/apoz (unstructured)."),
+        click.option("--alpha", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+                     help="F-screen weight α in M = α·S + (1-α)·|w| (percentile ranks)."),
+        click.option("--beta", type=float, default=1.0, show_default=True,
+                     help="Relative importance: score = mean + β·std."),
+        click.option("--allocation", type=click.Choice(["global", "uniform"]), default="global", show_default=True),
+        click.option("--protect", multiple=True, help="Layer (node or weight name, or first/last) to leave alone."),
+        click.option("--min-keep", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+                     help="Minimum kept fraction per layer / group."),
+        click.option("--round-to", type=click.IntRange(1), default=8, show_default=True,
+                     help="Structured: keep channel counts multiples of N (onnxruntime fast kernels)."),
+        click.option("--reconstruct", is_flag=True, help="Least-squares re-fit of kept weights from calibration data."),
+        click.option("--labels", type=click.Choice(["auto", "true", "predicted"]), default="auto", show_default=True,
+                     help="Class labels for statistics: y from the data, or the dense model's predictions."),
+        click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1)),
+        click.option("--seed", default=0, show_default=True, type=int),
+    ]
+
+    @functools.wraps(f)
+    def wrapper(*args, mode, criterion, alpha, beta, allocation, protect, min_keep, round_to, reconstruct, labels,
+                batch_size, seed, ratio=0.5, **kwargs):
+        from ..plan import PruneSettings
+
+        if mode == "structured" and criterion == "magnitude":
+            criterion = "l1"  # a channel's magnitude is its filter's L1 norm
+        settings = PruneSettings(ratio=ratio if ratio is not None else 0.5, mode=mode, criterion=criterion,
+                                 alpha=alpha, beta=beta, allocation=allocation, protect=tuple(protect),
+                                 min_keep=min_keep, round_to=round_to, reconstruct=reconstruct, labels=labels,
+                                 batch_size=batch_size, seed=seed)
+        return f(*args, settings=settings, ratio=ratio, **kwargs)
+
+    for o in reversed(opts):
+        wrapper = o(wrapper)
+    return wrapper

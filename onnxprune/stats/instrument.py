@@ -1,0 +1,309 @@
+"""Graph instrumentation: expose the tensors a statistic needs as typed graph outputs, reducing conv maps in-graph.
+
+A *tap* is one extra graph output computed from an existing tensor:
+
+| what     | graph                                                    | shape  |
+|----------|----------------------------------------------------------|--------|
+| `raw`    | the tensor itself                                        | as is  |
+| `mean`   | ReduceMean over the spatial axes (2…)                    | (B, C) |
+| `zfrac`  | ReduceMean(Cast(Equal(x, 0))) over the spatial axes      | (B, C) |
+| `sqsum`  | ReduceSumSquare over the spatial axes                    | (B, C) |
+| `active` | ReduceMax over spatial axes of [x in the activation's    | (B, C) |
+|          | non-blind interval] (for ReLU simply ReduceMax(x))       |        |
+
+So only (B, C) arrays cross into numpy for conv maps. Opset ≥ 18 reductions take `axes` as an input, older ones as
+an attribute; both are handled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import OnnxPruneError
+
+PREFIX = "onnxprune_stats"
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+LAYER_OPS = ("Gemm", "MatMul", "Conv")
+
+
+@dataclass(frozen=True)
+class Tap:
+    tensor: str
+    what: str  # raw | mean | zfrac | sqsum | active
+    lo: float = -math.inf  # `active` only: the activation's non-blind interval (lo, hi)
+    hi: float = math.inf
+
+    @property
+    def output(self) -> str:
+        return f"{PREFIX}/{self.what}/{self.tensor}" if self.what != "raw" else self.tensor
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    elem_type: int
+    rank: int | None
+    shape: tuple  # dims: int, str (symbolic) or None
+
+
+def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Element type and rank of every tensor that shape inference can type (inputs, outputs, intermediates)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - fall back to whatever the file declares
+        inferred = model
+    out: dict[str, TensorInfo] = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.elem_type:
+            continue
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) \
+            if tt.HasField("shape") else ()
+        out[vi.name] = TensorInfo(tt.elem_type, len(shape) if tt.HasField("shape") else None, shape)
+    for t in g.initializer:
+        out[t.name] = TensorInfo(t.data_type, len(t.dims), tuple(t.dims))
+    return out
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    c: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            c.setdefault(i, []).append(n)
+    return c
+
+
+def node_id(node: onnx.NodeProto) -> str:
+    """A node's name, or its first output when the exporter left it unnamed."""
+    return node.name or node.output[0]
+
+
+def find_node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    for n in model.graph.node:
+        if n.name == name or (not n.name and n.output and n.output[0] == name):
+            return n
+    for n in model.graph.node:  # also accept the first output name of a named node
+        if n.output and n.output[0] == name:
+            return n
+    raise OnnxPruneError(f"no node named '{name}' in the model")
+
+
+def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    return None
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def opset(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 1
+
+
+# ---------------------------------------------------------------- layers and the activation that follows them
+def following_activation(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[str, str, float, float] | None:
+    """(pre-activation tensor, activation op, lo, hi) for the activation right after a layer, or None.
+
+    Walks single-consumer chains through BatchNormalization and elementwise Add/Sub/Mul/Div with a constant operand
+    (bias / per-channel affine), then expects a ReLU-like op. (lo, hi) is the interval where the activation's
+    derivative is non-zero: ReLU (0, ∞); Clip (min, max); HardSigmoid (−β/α, (1−β)/α). A residual Add (non-constant
+    second operand) or any other op ends the walk: None, and every sample is kept.
+    """
+    cons = consumers(model)
+    inits = {t.name for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    t = node.output[0]
+    for _ in range(8):
+        nxt = cons.get(t, [])
+        if len(nxt) != 1 or t in outputs:
+            return None
+        n = nxt[0]
+        if n.op_type == "Relu":
+            return t, "Relu", 0.0, math.inf
+        if n.op_type == "Clip":
+            lo = _const(model, n.input[1]) if len(n.input) > 1 and n.input[1] else None
+            hi = _const(model, n.input[2]) if len(n.input) > 2 and n.input[2] else None
+            if opset(model) < 11:
+                lo, hi = _attr(n, "min", None), _attr(n, "max", None)
+            lo_f = -math.inf if lo is None else float(np.asarray(lo).reshape(-1)[0])
+            hi_f = math.inf if hi is None else float(np.asarray(hi).reshape(-1)[0])
+            if (len(n.input) > 1 and n.input[1] and lo is None) or (len(n.input) > 2 and n.input[2] and hi is None):
+                return None  # dynamic bounds: unknown blind range
+            return t, "Clip", lo_f, hi_f
+        if n.op_type == "HardSigmoid":
+            a, b = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
+            if a == 0:
+                return None
+            lo, hi = sorted((-b / a, (1 - b) / a))
+            return t, "HardSigmoid", lo, hi
+        if n.op_type == "BatchNormalization" or (
+                n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2
+                and all(i == t or i in inits for i in n.input) and any(i in inits for i in n.input)):
+            t = n.output[0]
+            continue
+        return None
+    return None
+
+
+@dataclass
+class Layer:
+    node: onnx.NodeProto
+    name: str
+    input: str
+    weight: np.ndarray  # (out, in) float64; Conv: kernel summed over spatial axes → (out, in/groups)
+    bias: np.ndarray | None
+    groups: int
+    kind: str  # "features" (Gemm/MatMul) | "channels" (Conv)
+
+
+def layer_info(model: onnx.ModelProto, name: str) -> Layer:
+    """The weight of a Gemm / MatMul (constant weight) / Conv node as an (out, in) matrix, plus bias and groups."""
+    node = find_node(model, name)
+    if node.op_type not in LAYER_OPS:
+        raise OnnxPruneError(f"layer '{name}' is a {node.op_type}; contributions need a Gemm, MatMul or Conv node")
+    if node.op_type == "Gemm":
+        w = _const(model, node.input[1])
+        if w is None:
+            raise OnnxPruneError(f"layer '{name}': Gemm weight '{node.input[1]}' is not a constant")
+        if _attr(node, "transA", 0):
+            raise OnnxPruneError(f"layer '{name}': Gemm with transA=1 is not supported")
+        w = w.astype(np.float64) * float(_attr(node, "alpha", 1.0))
+        w = w if _attr(node, "transB", 0) else w.T
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            c = _const(model, node.input[2])
+            if c is None:
+                raise OnnxPruneError(f"layer '{name}': Gemm bias '{node.input[2]}' is not a constant")
+            bias = np.broadcast_to(c.astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0)),
+                                   (w.shape[0],)).copy() if c.size in (1, w.shape[0]) else None
+            if bias is None:
+                raise OnnxPruneError(f"layer '{name}': Gemm bias of shape {c.shape} is not per output neuron")
+        return Layer(node, name, node.input[0], w, bias, 1, "features")
+    if node.op_type == "MatMul":
+        w = _const(model, node.input[1])
+        if w is None or w.ndim != 2:
+            raise OnnxPruneError(f"layer '{name}': MatMul needs a constant 2-D weight as its second input")
+        w = w.astype(np.float64).T
+        bias = None
+        nxt = consumers(model).get(node.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Add":
+            other = [i for i in nxt[0].input if i != node.output[0]]
+            c = _const(model, other[0]) if other else None
+            if c is not None and c.size == w.shape[0]:
+                bias = c.astype(np.float64).reshape(-1)
+        return Layer(node, name, node.input[0], w, bias, 1, "features")
+    w = _const(model, node.input[1])
+    if w is None:
+        raise OnnxPruneError(f"layer '{name}': Conv weight '{node.input[1]}' is not a constant")
+    bias = _const(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    w2 = w.astype(np.float64).reshape(w.shape[0], w.shape[1], -1).sum(-1)
+    return Layer(node, name, node.input[0], w2, None if bias is None else bias.astype(np.float64).reshape(-1),
+                 int(_attr(node, "group", 1)), "channels")
+
+
+# ---------------------------------------------------------------- building the instrumented model
+def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorInfo] | None = None,
+               keep_outputs: bool = True) -> onnx.ModelProto:
+    """A copy of `model` whose graph outputs are (the original outputs +) one output per tap."""
+    infos = tensor_infos(model) if infos is None else infos
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    if not keep_outputs:
+        del g.output[:]
+    have = {o.name for o in g.output}
+    v = opset(m)
+    made_axes: dict[tuple[int, ...], str] = {}
+    made_consts: dict[tuple[int, float], str] = {}
+
+    def axes_input(axes: tuple[int, ...]) -> str:
+        if axes not in made_axes:
+            name = f"{PREFIX}/axes/{'_'.join(map(str, axes))}"
+            g.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), name))
+            made_axes[axes] = name
+        return made_axes[axes]
+
+    def scalar(elem: int, value: float) -> str:
+        key = (elem, value)
+        if key not in made_consts:
+            name = f"{PREFIX}/const/{len(made_consts)}"
+            dtype = helper.tensor_dtype_to_np_dtype(elem)
+            g.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+            made_consts[key] = name
+        return made_consts[key]
+
+    def reduce(op: str, x: str, axes: tuple[int, ...], out: str) -> None:
+        axes_from_input = v >= 18 or (op == "ReduceSum" and v >= 13)
+        if axes_from_input:
+            g.node.append(helper.make_node(op, [x, axes_input(axes)], [out], keepdims=0))
+        else:
+            g.node.append(helper.make_node(op, [x], [out], axes=list(axes), keepdims=0))
+
+    for tap in taps:
+        out = tap.output
+        if out in have:
+            continue
+        info = infos.get(tap.tensor)
+        if info is None:
+            raise OnnxPruneError(f"tensor '{tap.tensor}': not found in the model (or its type cannot be inferred)")
+        if info.elem_type not in FLOAT_TYPES:
+            raise OnnxPruneError(f"tensor '{tap.tensor}': statistics need a floating-point tensor, "
+                                 f"it is {TensorProto.DataType.Name(info.elem_type)}")
+        if tap.what == "raw":
+            g.output.append(helper.make_tensor_value_info(out, info.elem_type, None))
+        else:
+            if info.rank is None or info.rank < 3:
+                raise OnnxPruneError(f"tensor '{tap.tensor}': a channel map needs rank >= 3 (N, C, ...), "
+                                     f"got {'unknown rank' if info.rank is None else f'rank {info.rank}'}")
+            axes = tuple(range(2, info.rank))
+            if tap.what == "mean":
+                reduce("ReduceMean", tap.tensor, axes, out)
+            elif tap.what == "sqsum":
+                reduce("ReduceSumSquare", tap.tensor, axes, out)
+            elif tap.what == "zfrac":
+                eq, cast = f"{out}/eq", f"{out}/cast"
+                g.node.append(helper.make_node("Equal", [tap.tensor, scalar(info.elem_type, 0.0)], [eq]))
+                g.node.append(helper.make_node("Cast", [eq], [cast], to=info.elem_type))
+                reduce("ReduceMean", cast, axes, out)
+            elif tap.what == "active":
+                if tap.lo == 0.0 and tap.hi == math.inf:  # ReLU: active somewhere iff max > 0
+                    reduce("ReduceMax", tap.tensor, axes, out)
+                else:
+                    parts = []
+                    if tap.lo > -math.inf:
+                        parts.append((f"{out}/gt", "Greater", tap.lo))
+                    if tap.hi < math.inf:
+                        parts.append((f"{out}/lt", "Less", tap.hi))
+                    for nm, op, val in parts:
+                        g.node.append(helper.make_node(op, [tap.tensor, scalar(info.elem_type, val)], [nm]))
+                    if len(parts) == 2:
+                        g.node.append(helper.make_node("And", [parts[0][0], parts[1][0]], [f"{out}/and"]))
+                        cond = f"{out}/and"
+                    elif parts:
+                        cond = parts[0][0]
+                    else:
+                        raise OnnxPruneError(f"tensor '{tap.tensor}': empty blind range for an activity tap")
+                    g.node.append(helper.make_node("Cast", [cond], [f"{out}/cast"], to=info.elem_type))
+                    reduce("ReduceMax", f"{out}/cast", axes, out)
+            else:  # pragma: no cover - internal
+                raise ValueError(tap.what)
+            g.output.append(helper.make_tensor_value_info(out, info.elem_type, None))
+        have.add(out)
+    return m
