@@ -16,7 +16,9 @@ from .evaluate import EvalResult
 from .evaluate import evaluate as _evaluate
 from .export import ExportResult
 from .export import export as _export
+from .errors import OnnxPruneError
 from .model_io import load_model
+from .stats import Stats
 
 ModelLike = str | Path | onnx.ModelProto
 
@@ -76,3 +78,59 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta:
     return run(m, as_dataset(calib, m), settings or PruneSettings(), parse_grid(grid), eps, delta,
                cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
                pvalue=pvalue, control=control)
+
+
+def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | Path | Dataset | None = None,
+          settings=None, plan_out: str | Path | None = None):
+    """Unstructured pruning at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
+    Returns an `unstructured.PruneResult` (model, plan, per-layer report)."""
+    from .model_io import save_model
+    from .plan import PruneSettings
+    from .unstructured import prune as _prune
+
+    settings = settings or PruneSettings(mode="unstructured")
+    if settings.mode != "unstructured":
+        raise OnnxPruneError("`prune` does unstructured pruning (--mode unstructured); use `compress` for structured")
+    m = as_model(model)
+    r = _prune(m, None if calib is None else as_dataset(calib, m), settings)
+    save_model(r.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
+    if plan_out:
+        r.plan.save(plan_out)
+    return r
+
+
+def apply(model: str | Path | onnx.ModelProto, plan, output: str | Path, calib: str | Path | Dataset | None = None):
+    """Re-apply a saved plan (path or Plan) to the model it was made for; re-fits with `calib` when the plan was
+    made with reconstruction. Same inputs → byte-identical output."""
+    from .model_io import save_model
+    from .plan import Plan
+    from .unstructured import replay
+
+    m = as_model(model)
+    p = plan if isinstance(plan, Plan) else Plan.load(plan)
+    r = replay(m, p, None if calib is None else as_dataset(calib, m))
+    save_model(r.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
+    return r
+
+
+def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | None = None,
+          criteria: str | list[str] | tuple[str, ...] = ("fscreen",), batch_size: int = 256,
+          labels: str = "auto") -> Stats:
+    """One streaming onnxruntime pass → finalized activation statistics for `criteria` (saved to `output` if given).
+
+    criteria ⊆ {fscreen, apoz, wanda, ri, gram, all}; labels: auto (y if present, else the model's predictions),
+    true, or predicted (label-free mode, recorded in `Stats.label_mode`).
+    """
+    from .stats import collect, default_requests
+
+    m = as_model(model)
+    data = as_dataset(calib, m)
+    reqs = default_requests(m, criteria)
+    if not reqs:
+        raise OnnxPruneError("the model has no Gemm, MatMul (constant weight) or Conv layers to collect statistics for")
+    st = collect(m, data, reqs, batch_size=batch_size, labels=labels)
+    st.meta["criteria"] = sorted(set(criteria.replace(",", " ").split()) if isinstance(criteria, str) else set(criteria))
+    st.meta["calib"] = str(calib) if not isinstance(calib, Dataset) else (calib.source or "<dataset>")
+    if output is not None:
+        st.save(output)
+    return st

@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import OnnxPruneError
+from .graph.count import count
 from .model_io import load_model, serialize
 from .runtime import input_specs, make_session
 
@@ -76,7 +77,8 @@ class ModelInfo:
     size_bytes: int  # serialized model, including external data files
     compressed_bytes: int  # zlib level 6: where unstructured zeros pay off (they give no latency gain)
     params: int
-    macs: int  # multiply-accumulates at batch 1
+    macs: int  # multiply-accumulates at the benchmarked shapes (batch 1)
+    macs_unknown: int  # MAC-bearing nodes whose shapes could not be inferred: `macs` is then a lower bound
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,8 +142,9 @@ def benchmark(model_a: ModelSource, model_b: ModelSource | None = None, threads:
         latency_by[t] = tuple(stats)
         if len(stats) == 2:
             comparisons[t] = _comparison(t, *stats)
-    infos = tuple(_info(name, proto, src) for name, (proto, src) in zip(names, loaded))
-    return BenchResult(infos, latency_by, comparisons, {k: v.shape for k, v in feed.items()}, runs, warmup, seconds)
+    fixed = {k: v.shape for k, v in feed.items()}
+    infos = tuple(_info(name, proto, src, fixed) for name, (proto, src) in zip(names, loaded))
+    return BenchResult(infos, latency_by, comparisons, fixed, runs, warmup, seconds)
 
 
 def random_feed(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
@@ -276,13 +279,24 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np
     return rng.standard_normal(shape).astype(dt)
 
 
-def _info(name: str, proto: onnx.ModelProto, src: str | bytes) -> ModelInfo:
-    from .graph.count import count
-
-    c = count(proto)
+def _info(name: str, proto: onnx.ModelProto, src: str | bytes, shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
+    c = count(_with_input_shapes(proto, shapes))
     data = Path(src).read_bytes() if isinstance(src, str) else src
     size = len(data) + (_external_bytes(src) if isinstance(src, str) else 0)
-    return ModelInfo(name, size, len(zlib.compress(data, 6)), int(c.params), int(c.macs))
+    return ModelInfo(name, size, len(zlib.compress(data, 6)), int(c.params), int(c.macs), len(c.unknown))
+
+
+def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy whose inputs declare the benchmarked shapes, so MACs are counted for what was timed."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if vi.name in shapes:
+            shape = vi.type.tensor_type.shape
+            del shape.dim[:]
+            for d in shapes[vi.name]:
+                shape.dim.add().dim_value = d
+    return m
 
 
 def _external_bytes(path: str) -> int:

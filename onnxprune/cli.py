@@ -37,8 +37,11 @@ def _register() -> None:
     from .commands.compress import compress_cmd
     from .commands.evaluate import eval_cmd
     from .commands.export import export_cmd
+    from .commands.prune import prune_cmd
+    from .commands.apply import apply_cmd
+    from .commands.stats import stats_cmd
 
-    for cmd in (compress_cmd, certify_cmd, export_cmd, eval_cmd, bench_cmd, check_cmd):
+    for cmd in (compress_cmd, certify_cmd, export_cmd, eval_cmd, bench_cmd, check_cmd, prune_cmd, apply_cmd, stats_cmd):
         main.add_command(cmd)
 
 

@@ -17,15 +17,15 @@ import numpy as np
 import onnx
 
 from .criteria import apoz as apoz_crit
-from .criteria import bn_scale, fscreen, magnitude
+from .criteria import fscreen
 from .criteria import relative_importance as ri_crit
 from .data import Dataset
 from .errors import OnnxPruneError
-from .graph.groups import ChannelGroup, analyse
+from .graph.groups import ChannelGroup, _channel_vector, analyse, bn_scales, node_names, producer_l1
 from .graph.rewrite import remove_channels
 from .model_io import initializer_map, model_hash
 from .plan import Plan, PruneSettings
-from .stats import Request, Stats, collect
+from .stats import Request, Stats
 
 CRITERIA = ("fscreen", "bn", "l1", "l2", "apoz", "ri")
 STATS_FOR = {"fscreen": "class_moments", "apoz": "zeros"}
@@ -59,15 +59,16 @@ def candidate_groups(model: onnx.ModelProto, settings: PruneSettings) -> tuple[l
 
 def _protected_nodes(model: onnx.ModelProto, protect: tuple[str, ...]) -> set[str]:
     """`first` / `last` name the first / last weighted layer; other names match node or initializer names."""
-    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    names = node_names(model)
+    weighted = [nm for nm, n in zip(names, model.graph.node) if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
     out: set[str] = set()
     for p in protect:
         if p == "first" and weighted:
-            out.add(weighted[0].name)
+            out.add(weighted[0])
         elif p == "last" and weighted:
-            out.add(weighted[-1].name)
+            out.add(weighted[-1])
         else:
-            hits = {n.name for n in model.graph.node if n.name == p or p in n.input}
+            hits = {nm for nm, n in zip(names, model.graph.node) if nm == p or p in n.input}
             if not hits:
                 raise OnnxPruneError(f"--protect {p}: no node or weight of that name")
             out |= hits
@@ -84,7 +85,7 @@ def requests(model: onnx.ModelProto, settings: PruneSettings) -> list[Request]:
         tensors = sorted({t for g in groups for t in g.activations})
         return [Request(t, "channels", kind) for t in tensors]
     if settings.criterion == "ri":
-        nodes = {n.name: n for n in model.graph.node}
+        nodes = dict(zip(node_names(model), model.graph.node))
         reqs = {}
         for g in groups:
             for m in g.members:
@@ -101,67 +102,59 @@ def score(model: onnx.ModelProto, stats: Stats | None, settings: PruneSettings) 
     if not groups:
         raise OnnxPruneError("no prunable channel groups in this model" +
                              (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
-    w = initializer_map(model)
-    gammas = {n.input[1] for n in model.graph.node if n.op_type == "BatchNormalization"}
     crit = settings.criterion
-    mag = [_magnitude(g, w, gammas, p=2 if crit == "l2" else 1, prefer_bn=crit not in ("l1", "l2")) for g in groups]
+    mag = [_magnitude(model, g, p=2 if crit == "l2" else 1, prefer_bn=crit not in ("l1", "l2")) for g in groups]
     if crit in ("bn", "l1", "l2"):
         per = mag
     elif crit == "fscreen":
-        f = [_mean_over(stats, g.activations, "f", g.size) for g in groups]
+        f = [_mean_over(stats, g, "f") for g in groups]
         per = fscreen.channel_scores(f, mag, settings.alpha)
     elif crit == "apoz":
-        per = [apoz_crit.channel_scores(_mean_over(stats, g.activations, "apoz", g.size)) for g in groups]
+        per = [apoz_crit.channel_scores(_mean_over(stats, g, "apoz")) for g in groups]
     else:  # ri
         per = [_ri_channel(g, stats, settings.beta) for g in groups]
     return Scores(crit, groups, {g.id: np.asarray(s, np.float64) for g, s in zip(groups, per)}, skipped,
                   None if stats is None else stats.label_mode)
 
 
-def _magnitude(g: ChannelGroup, w: dict[str, np.ndarray], gammas: set[str], p: int, prefer_bn: bool) -> np.ndarray:
-    """Mean |γ| over the group's BNs; without BN (or for l1/l2) the mean L_p norm of its producing filters."""
-    bn = [m for m in g.members if m.role == "bn" and m.tensor in gammas]
-    if prefer_bn and bn:
-        return np.mean([bn_scale.bn_scale(_take(w[m.tensor], m, g.size)) for m in bn], axis=0)
-    prod = [m for m in g.members if m.role == "producer" and m.tensor in w and w[m.tensor].ndim >= 2]
-    if not prod:
-        return np.ones(g.size)
-    return np.mean([magnitude.filter_norm(_take(w[m.tensor], m, g.size), out_axis=m.axis, p=p) for m in prod], axis=0)
+def _magnitude(model: onnx.ModelProto, g: ChannelGroup, p: int, prefer_bn: bool) -> np.ndarray:
+    """Mean |γ| over the group's BNs; without BN (or for l1/l2) the producing filters' L_p norm, averaged."""
+    gammas = [np.abs(v) for v in bn_scales(model, g)]
+    if prefer_bn and gammas:
+        return np.nanmean(np.stack(gammas), axis=0)
+    n_prod = max(1, len(g.producers))
+    if p == 1:
+        return producer_l1(model, g) / n_prod
+    w = initializer_map(model)
+    norms = [np.nan_to_num(_channel_vector(w[m.tensor], m, g.size, lambda v: float(np.sqrt((v * v).sum()))))
+             for m in g.members if m.role == "producer" and w[m.tensor].ndim >= 2]
+    return np.mean(norms, axis=0) if norms else np.ones(g.size)
 
 
-def _take(arr: np.ndarray, m, size: int) -> np.ndarray:
-    """The `size` entries of a member tensor that index this group's channels (shifted by Concat offsets)."""
-    if m.offset == 0 and arr.shape[m.axis] == size:
-        return arr
-    return np.take(arr, np.arange(m.offset, m.offset + size), axis=m.axis)
-
-
-def _mean_over(stats: Stats | None, tensors: list[str], key: str, size: int) -> np.ndarray:
+def _mean_over(stats: Stats | None, g: ChannelGroup, key: str) -> np.ndarray:
+    """Mean of a per-channel statistic over the tensors the group's consumers read (Concat offsets applied)."""
     if stats is None:
         raise OnnxPruneError("this criterion needs calibration data (--calib)")
-    vals = [stats.get(t, key) for t in tensors if stats.has(t, key)]
-    vals = [v for v in vals if v.shape == (size,)]
+    offsets = g.activation_offsets or [0] * len(g.activations)
+    vals = [stats.get(t, key)[off:off + g.size] for t, off in zip(g.activations, offsets) if stats.has(t, key)]
+    vals = [v for v in vals if v.shape == (g.size,)]
     if not vals:
-        raise OnnxPruneError(f"statistics '{key}' missing for tensors {tensors[:2]}")
+        raise OnnxPruneError(f"statistics '{key}' missing for group {g.id}")
     return np.mean(vals, axis=0)
 
 
 def _ri_channel(g: ChannelGroup, stats: Stats | None, beta: float) -> np.ndarray:
+    """Mean relative-importance score of each channel's outgoing connections, over the group's consumers."""
     if stats is None:
         raise OnnxPruneError("this criterion needs calibration data (--calib)")
     per = []
     for m in g.members:
-        if m.role != "consumer":
+        mean, std = _layer_stat(stats, m.node, "ri_mean"), _layer_stat(stats, m.node, "ri_std")
+        if m.role != "consumer" or mean is None:
             continue
-        mean = _layer_stat(stats, m.node, "ri_mean")
-        std = _layer_stat(stats, m.node, "ri_std")
-        if mean is None:
-            continue
-        s = ri_crit.channel_scores(ri_crit.score(mean, std, beta), in_axis=1)
-        per.append(s[m.offset:m.offset + g.size] if s.shape[0] != g.size else s)
-    if not per:
-        return np.ones(g.size)
-    return np.mean(per, axis=0)
+        s = ri_crit.score(mean, std, beta)  # (out, in): connection scores of the consumer
+        per.append(np.nan_to_num(_channel_vector(s, m, g.size, lambda v: float(v.mean()))))
+    return np.mean(per, axis=0) if per else np.ones(g.size)
 
 
 def _layer_stat(stats: Stats, layer: str, key: str) -> np.ndarray | None:
@@ -182,26 +175,46 @@ def select(model: onnx.ModelProto, scores: Scores, ratio: float, settings: Prune
     target_removed = ratio * sizes.sum()
 
     def rounded(k: np.ndarray) -> np.ndarray:
-        k = np.maximum(k, floor)
-        return np.minimum(sizes, np.ceil(k / settings.round_to).astype(int) * settings.round_to)
+        return rounded_all(k, floor, sizes, settings.round_to)
 
     if settings.allocation == "uniform":
         keep = rounded(np.ceil((1.0 - ratio) * sizes).astype(int))
+    elif ratio == 0:
+        keep = sizes.copy()
     else:
-        sorted_scores = [np.sort(scores.channel_scores[g.id]) for g in groups]
-        candidates = np.unique(np.concatenate(sorted_scores))
-        # kept(t) per group = channels with score >= t; evaluate every candidate threshold at once
-        kept = np.stack([len(s) - np.searchsorted(s, candidates, side="left") for s in sorted_scores])
-        removed = (sizes[:, None] - np.apply_along_axis(rounded, 0, kept)).sum(0)
-        best = int(np.argmin(np.abs(removed - target_removed) + 1e-9 * np.arange(len(candidates))))
-        keep = rounded(kept[:, best]) if ratio > 0 else sizes.copy()
+        # one global order of all channels (score, then group, then index: deterministic under ties); keeping the
+        # top p channels gives per-group counts = cumulative membership counts at p; pick the p whose removed
+        # total after rounding is closest to the target
+        all_scores = np.concatenate([scores.channel_scores[g.id] for g in groups])
+        owner = np.repeat(np.arange(len(groups)), sizes)
+        order = np.lexsort((np.arange(len(all_scores)), -all_scores))
+        member = np.zeros((len(groups), len(order) + 1), dtype=np.int64)
+        member[owner[order], np.arange(1, len(order) + 1)] = 1
+        kept = member.cumsum(1)  # kept[g, p]: channels of group g among the global top p
+        removed = (sizes[:, None] - rounded_all(kept, floor, sizes, settings.round_to)).sum(0)
+        best = int(np.argmin(np.abs(removed - target_removed)))
+        keep = rounded(kept[:, best])
     channels = {}
     for g, k in zip(groups, keep):
         if k < g.size:
             s = scores.channel_scores[g.id]
             order = np.lexsort((np.arange(g.size), -s))  # highest score first, ties by index: deterministic
-            channels[g.id] = sorted(int(i) for i in order[:k])
+            chosen = set(int(i) for i in order[:k])
+            for m in g.members:  # a tensor that sees only channels [lo, hi) must keep at least one of them
+                hi = g.size if m.hi < 0 else m.hi
+                if (m.lo, hi) != (0, g.size) and not any(m.lo <= c < hi for c in chosen):
+                    chosen.add(int(m.lo + np.argmax(s[m.lo:hi])))
+            channels[g.id] = sorted(chosen)
     return Plan("structured", model_hash(model), {**settings.to_dict(), "ratio": ratio}, channels=channels)
+
+
+def rounded_all(k: np.ndarray, floor: np.ndarray, sizes: np.ndarray, round_to: int) -> np.ndarray:
+    """Kept counts raised to the per-group floor, rounded up to multiples of `round_to`, capped at the group size.
+
+    Works on (groups,) or (groups, candidates) arrays."""
+    f = floor.reshape(-1, *([1] * (k.ndim - 1)))
+    z = sizes.reshape(-1, *([1] * (k.ndim - 1)))
+    return np.minimum(z, np.ceil(np.maximum(k, f) / round_to).astype(int) * round_to)
 
 
 def apply(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
@@ -214,3 +227,134 @@ def apply(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
 def kept_fraction(scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
     """Group id → (kept, total) channels, for reports."""
     return {g.id: (len(plan.channels.get(g.id, range(g.size))), g.size) for g in scores.groups}
+
+
+# ---------------------------------------------------------------- reconstruction
+RECON_SAMPLES = 512  # calibration samples used for the re-fit (bounded cost; more changes little)
+RECON_POSITIONS = 32  # spatial positions sampled per image for conv layers (≥ 16k rows per layer)
+
+
+def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, data: Dataset,
+                settings: PruneSettings) -> onnx.ModelProto:
+    """Ridge re-fit of every layer that lost input channels, in graph order, against the dense layer's outputs.
+
+    Layer by layer, the pruned model (already re-fitted upstream) supplies the inputs X̃ and the dense model the
+    targets T (the layer's full output, bias included); the kept weights and a bias solve
+    (X̃ᵀX̃ + λI) W = X̃ᵀT (`reconstruct.ridge_refit`). Conv inputs are unfolded into patches (im2col) at a seeded
+    sample of output positions. Grouped convs and auto_pad convs are left as they are.
+    """
+    from .model_io import set_initializer, validate
+    from .reconstruct import ridge_refit
+    from .stats import stream
+
+    dropped = set(plan.channels)
+    groups = {g.id: g for g in analyse(dense)}
+    targets = {m.node for gid in dropped for m in groups[gid].members if m.role == "consumer"}
+    dense, model = _named_copy(dense), _named_copy(pruned)  # analyse's names, fixed before any node is inserted
+    order = [n.name for n in dense.graph.node if n.name in targets and _refittable(n)]
+    sub = data.subset(np.arange(min(RECON_SAMPLES, len(data))))
+    rng = np.random.default_rng(settings.seed)
+    for name in order:
+        node_d = _node(dense, name)
+        node_p = _node(model, name)
+        w = initializer_map(model)[node_p.input[1]]
+        h = c = None
+        batches = zip(stream(model, sub, [node_p.input[0]], batch_size=settings.batch_size),
+                      stream(dense, sub, [node_d.output[0]], batch_size=settings.batch_size))
+        out_keep = _kept_outputs(groups, plan, name)
+        for xb, yb in batches:
+            y = yb[node_d.output[0]]
+            if out_keep is not None:  # this layer's own output channels were pruned too: fit only the kept ones
+                y = np.take(y, out_keep, axis=1 if node_p.op_type == "Conv" else -1)
+            x, t = _design(node_p, w, xb[node_p.input[0]], y, rng)
+            x = np.hstack([x, np.ones((len(x), 1))])
+            h = x.T @ x if h is None else h + x.T @ x
+            c = x.T @ t if c is None else c + x.T @ t
+        wb = ridge_refit(h, c, np.ones((c.shape[1], c.shape[0]), bool), settings.ridge)
+        _write_back(model, node_p, w, wb, set_initializer)
+    return validate(model)
+
+
+def _kept_outputs(groups: dict[str, ChannelGroup], plan: Plan, node: str) -> np.ndarray | None:
+    """Dense indices of the output channels `node` keeps, or None when its outputs were not pruned."""
+    for gid, kept in plan.channels.items():
+        if any(m.role == "producer" and m.node == node for m in groups[gid].members):
+            return np.asarray(kept)
+    return None
+
+
+def _refittable(node: onnx.NodeProto) -> bool:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        return attrs.get("group", 1) == 1 and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    if node.op_type == "Gemm":
+        return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+    return node.op_type == "MatMul"
+
+
+def _named_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node, name in zip(out.graph.node, node_names(out)):
+        node.name = name
+    return out
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (inputs, targets): im2col patches at sampled positions for Conv, feature rows for Gemm/MatMul."""
+    if node.op_type != "Conv":
+        return x.reshape(-1, x.shape[-1]).astype(np.float64), y.reshape(-1, y.shape[-1]).astype(np.float64)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    kh, kw = w.shape[2:]
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
+    n, _, ho, wo = win.shape[:4]
+    pos = rng.choice(ho * wo, size=min(RECON_POSITIONS, ho * wo), replace=False)
+    r, q = np.divmod(pos, wo)
+    patches = win[:, :, r, q].transpose(0, 2, 1, 3, 4).reshape(n * len(pos), -1)  # (N·P, C·kh·kw)
+    targets = y[:, :, r, q].transpose(0, 2, 1).reshape(n * len(pos), -1)  # (N·P, out)
+    return patches.astype(np.float64), targets.astype(np.float64)
+
+
+def _write_back(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wb: np.ndarray, set_init) -> None:
+    """Store the fitted weights in the node's layout and its bias (adding a bias input to a bias-free Conv)."""
+    weights, bias = wb[:, :-1], wb[:, -1]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        new_w = weights.reshape(w.shape)
+    elif node.op_type == "Gemm" and attrs.get("transB", 0):
+        new_w = weights
+    else:  # Gemm without transB and MatMul keep W as (in, out)
+        new_w = weights.T
+    set_init(model, node.input[1], new_w.astype(w.dtype))
+    if node.op_type == "MatMul":
+        _add_after_matmul(model, node, bias.astype(w.dtype), set_init)
+        return
+    if len(node.input) < 3 or not node.input[2]:
+        name = f"{node.name}.reconstructed_bias"
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = name
+    set_init(model, node.input[2], bias.astype(w.dtype).reshape(-1))
+
+
+def _add_after_matmul(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.ndarray, set_init) -> None:
+    """MatMul has no bias input: the fitted bias goes into an Add right after it."""
+    if np.allclose(bias, 0):
+        return
+    out = node.output[0]
+    node.output[0] = f"{out}.pre_bias"
+    bname = f"{node.name}.reconstructed_bias"
+    set_init(model, bname, bias)
+    idx = list(model.graph.node).index(node)
+    model.graph.node.insert(idx + 1, onnx.helper.make_node("Add", [node.output[0], bname], [out],
+                                                            name=f"{node.name}.bias_add"))

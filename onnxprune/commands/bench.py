@@ -36,11 +36,12 @@ def bench_cmd(model: str, model_b: str | None, threads: str, runs: int, warmup: 
 
 def _print(r: BenchResult) -> None:
     two = len(r.models) == 2
-    cols = ["", *(f"{ab}{m.name}" for ab, m in zip(("A: ", "B: ") if two else ("",), r.models))]
-    cols += ["B/A"] if two else []
+    if two:
+        click.echo(f"A = {r.models[0].name}\nB = {r.models[1].name}")
+    cols = ["", "A", "B", "B/A"] if two else ["", r.models[0].name]
     rows: list[list] = []
     for label, attr in (("file size (bytes)", "size_bytes"), ("zlib size (bytes)", "compressed_bytes"),
-                        ("params", "params"), ("MACs (batch 1)", "macs")):
+                        ("params", "params"), ("MACs", "macs")):
         vals = [getattr(m, attr) for m in r.models]
         rows.append([label, *vals] + ([vals[1] / vals[0] if vals[0] else None] if two else []))
     for t, stats in r.latency.items():
@@ -49,8 +50,12 @@ def _print(r: BenchResult) -> None:
             ratio = [r.comparisons[t].b_over_a if p == "p50" else None] if two else []
             rows.append([f"{p} ms, {_THREAD_LABEL[t]}", *vals, *ratio])
     shape = "; ".join(f"{k} {tuple(v)}" for k, v in r.shapes.items())
-    runs = "/".join(str(s.runs) for stats in r.latency.values() for s in stats[:1])
-    print_table(f"batch 1, {shape}, ORT_ENABLE_ALL, {r.warmup} warm-ups, {runs} timed runs", cols, rows)
+    runs = "/".join(dict.fromkeys(str(stats[0].runs) for stats in r.latency.values()))
+    print_table(f"batch 1, {shape}: {r.warmup} warm-ups, {runs} timed runs, ORT_ENABLE_ALL", cols, rows)
+    for m in r.models:
+        if m.macs_unknown:
+            click.echo(f"{m.name}: MACs are a lower bound "
+                       f"({m.macs_unknown} nodes have shapes that could not be inferred)")
     for t, c in r.comparisons.items():
-        click.echo(f"{_THREAD_LABEL[t]}: B takes {c.b_over_a:.3f}× A's time; speed-up A/B {c.a_over_b:.3f}× "
-                   f"(median of {c.a.runs} interleaved pairs)")
+        click.echo(f"{_THREAD_LABEL[t]}: B/A latency {c.b_over_a:.3f}, speed-up of B over A {c.a_over_b:.3f}x "
+                   f"(medians of {c.a.runs} interleaved per-pair ratios)")

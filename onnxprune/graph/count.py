@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper
 
 from .groups import node_names
 from .ops import attr
@@ -58,7 +58,7 @@ def _float_constants(model: onnx.ModelProto) -> dict[str, int]:
     names = [t.name for t in model.graph.initializer]
     names += [n.output[0] for n in model.graph.node if n.op_type == "Constant" and any(a.name == "value" for a in n.attribute)]
     return {name: int(np.prod(t.dims, dtype=np.int64)) for name, t in zip(names, tensors)
-            if numpy_helper.helper.tensor_dtype_to_np_dtype(t.data_type).kind == "f"}
+            if helper.tensor_dtype_to_np_dtype(t.data_type).kind == "f"}
 
 
 def _batch1_shapes(model: onnx.ModelProto, consts: dict[str, int]) -> dict[str, list[int]]:

@@ -177,7 +177,7 @@ class Tracer:
             self.flat_src[t] = src
 
     # --- the walk
-    def run(self) -> "Tracer":
+    def run(self) -> Tracer:
         g = self.model.graph
         for inp in g.input:
             c = self._channels(inp.name)
@@ -231,6 +231,8 @@ class Tracer:
             reason = self.reasons[root]
             if not reason and not producers:
                 reason = "no layer produces these channels"
+            if not reason and not any(m.role == "consumer" for m in members):
+                reason = "no layer consumes these channels (dead branch)"
             gid = producers[0] if producers else self.origin[root]
             base, k = gid, 2
             while gid in seen:

@@ -10,7 +10,8 @@ Kinds (one per rule, for the report and the docs):
   norm         pass-through with per-channel parameters (BatchNormalization: γ, β, mean, var)
   elementwise  feature-map operands are coupled into one group; per-channel constants are members
   producer     Conv / ConvTranspose / Gemm / MatMul: input channels are consumed, output channels start a new group
-  depthwise    depthwise Conv / ConvTranspose: channels pass through, weights and `group` follow
+  (depthwise Conv / ConvTranspose, group == C_in == C_out, is handled by the producer rule: channels pass
+               through; weight axis 0, bias and the `group` attribute are members)
   index        Concat / Split / Slice on the channel axis, Flatten / Reshape to features: offsets and sub-ranges
   stop         mixes or reduces the channel axis: groups touching it are unprunable
 
@@ -41,8 +42,8 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class OpRule:
     kind: str
-    trace: Callable[["Tracer", onnx.NodeProto, str], None]
-    fix: Callable[["Fixer", onnx.NodeProto], None] | None = None
+    trace: Callable[[Tracer, onnx.NodeProto, str], None]
+    fix: Callable[[Fixer, onnx.NodeProto], None] | None = None
 
 
 def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -56,14 +57,14 @@ def _inp(node: onnx.NodeProto, i: int) -> str:
     return node.input[i] if len(node.input) > i else ""
 
 
-def _x(ctx: "Tracer", node: onnx.NodeProto) -> Layout:
+def _x(ctx: Tracer, node: onnx.NodeProto) -> Layout:
     layout = ctx.layout(node.input[0])
     if layout is None:
         raise Unsupported("its data input has no channel axis we can follow")
     return layout
 
 
-def _const(ctx: "Tracer", name: str, what: str) -> np.ndarray:
+def _const(ctx: Tracer, name: str, what: str) -> np.ndarray:
     v = ctx.const(name)
     if v is None:
         raise Unsupported(f"{what} '{name}' is not a constant")
@@ -79,7 +80,7 @@ def _axis(axis: int, rank: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- pass-through
-def pass_through(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def pass_through(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     for t in node.input[1:]:
         if t and ctx.layout(t) is not None:
@@ -90,7 +91,7 @@ def pass_through(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
 
 
 def _norm(role: str, record_bn: bool) -> Callable:
-    def trace(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
         layout = _x(ctx, node)
         if any(o for o in node.output[1:]):
             raise Unsupported("training-mode normalisation")
@@ -107,7 +108,7 @@ def _norm(role: str, record_bn: bool) -> Callable:
     return trace
 
 
-def reduce_spatial(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def reduce_spatial(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """Reductions over spatial axes only (e.g. ReduceMean over H, W) keep the channel axis."""
     axes = attr(node, "axes")
     if axes is None and _inp(node, 1):
@@ -121,7 +122,7 @@ def reduce_spatial(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], _x(ctx, node), like=node.input[0])
 
 
-def pad(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def pad(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     rank = ctx.rank(node.input[0])
     pads = attr(node, "pads")
@@ -137,7 +138,7 @@ def pad(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], layout, like=node.input[0])
 
 
-def resize(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def resize(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     scales = _inp(node, 2) if node.op_type == "Resize" else _inp(node, 1)
     sizes = _inp(node, 3) if node.op_type == "Resize" else ""
@@ -153,7 +154,7 @@ def resize(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], layout, like=node.input[0])
 
 
-def fix_resize(fx: "Fixer", node: onnx.NodeProto) -> None:
+def fix_resize(fx: Fixer, node: onnx.NodeProto) -> None:
     if node.op_type == "Resize" and _inp(node, 3):
         v = fx.const(node.input[3]).copy()
         v[1] = fx.kept(node.output[0]).sum()
@@ -161,7 +162,7 @@ def fix_resize(fx: "Fixer", node: onnx.NodeProto) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- elementwise
-def elementwise(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def elementwise(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """Add/Sub/Mul/Div/...: feature operands couple (residual Add, SE Mul); constants are per-channel or not."""
     out = node.output[0]
     rank = ctx.rank(out)
@@ -204,19 +205,19 @@ def elementwise(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- producers
-def _bias(ctx: "Tracer", node: onnx.NodeProto, i: int, layout: Layout, role: str, name: str) -> None:
+def _bias(ctx: Tracer, node: onnx.NodeProto, i: int, layout: Layout, role: str, name: str) -> None:
     t = _inp(node, i)
     if not t:
         return
     v = _const(ctx, t, "bias")
-    if v.ndim == 0 or v.shape[-1] == 1 and width(layout) != 1:
+    if v.ndim == 0 or (v.shape[-1] == 1 and width(layout) != 1):  # broadcast bias: nothing to slice
         return
     if v.shape[-1] != width(layout) or any(d != 1 for d in v.shape[:-1]):
         raise Unsupported(f"bias '{t}' is not per output channel")
     ctx.attach(t, v.ndim - 1, layout, role, name)
 
 
-def conv(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def conv(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """Conv W [M, C/g, k...]; ConvTranspose W [C, M/g, k...]. group == 1 or depthwise (group == C == M)."""
     layout = _x(ctx, node)
     w = _const(ctx, node.input[1], "weight")
@@ -243,7 +244,7 @@ def conv(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], out)
 
 
-def gemm(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def gemm(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """Gemm: A [N, K] features, B [K, M] (or [M, K] with transB); MatMul: 2-D features × constant [K, M]."""
     layout = _x(ctx, node)
     if ctx.rank(node.input[0]) != 2 or attr(node, "transA", 0):
@@ -267,7 +268,7 @@ def gemm(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- index mapping
-def concat(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def concat(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """On the channel axis: output = input layouts end to end (DenseNet). Elsewhere: inputs are coupled."""
     rank = ctx.rank(node.output[0])
     if _axis(attr(node, "axis"), rank) != 1:
@@ -288,7 +289,7 @@ def concat(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], tuple(parts))
 
 
-def split(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def split(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     if _axis(attr(node, "axis", 0), ctx.rank(node.input[0])) != 1:
         return pass_through(ctx, node, name)
@@ -305,7 +306,7 @@ def split(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.attach(_inp(node, 1) or "split", 0, layout, "shape", name)
 
 
-def fix_split(fx: "Fixer", node: onnx.NodeProto) -> None:
+def fix_split(fx: Fixer, node: onnx.NodeProto) -> None:
     sizes = np.array([fx.kept(o).sum() for o in node.output], dtype=np.int64)
     if fx.opset < 13:
         fx.set_attr(node, "split", sizes.tolist())
@@ -317,7 +318,7 @@ def fix_split(fx: "Fixer", node: onnx.NodeProto) -> None:
         fx.set_input(node, 1, sizes, new_name=f"{node.output[0]}__split")
 
 
-def _slice_args(ctx: "Tracer | Fixer", node: onnx.NodeProto) -> list[np.ndarray]:
+def _slice_args(ctx: Tracer | Fixer, node: onnx.NodeProto) -> list[np.ndarray]:
     n = len(_const(ctx, node.input[1], "starts"))
     return [_const(ctx, node.input[i], "slice argument") if _inp(node, i) else
             (np.arange(n) if i == 3 else np.ones(n, dtype=np.int64)) for i in (1, 2, 3, 4)]
@@ -329,7 +330,7 @@ def _slice_bounds(start: int, end: int, dim: int) -> tuple[int, int]:
     return min(max(start, 0), dim), min(max(end, 0), dim)
 
 
-def slice_(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def slice_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     starts, ends, axes, steps = _slice_args(ctx, node)
     rank = ctx.rank(node.input[0])
@@ -348,7 +349,7 @@ def slice_(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
         ctx.attach(node.input[i], 0, layout, "shape", name)
 
 
-def fix_slice(fx: "Fixer", node: onnx.NodeProto) -> None:
+def fix_slice(fx: Fixer, node: onnx.NodeProto) -> None:
     starts, ends, axes, _ = _slice_args(fx, node)
     kept = fx.kept(node.input[0])
     k = [_axis(int(a), fx.rank(node.input[0])) for a in axes].index(1)
@@ -359,7 +360,7 @@ def fix_slice(fx: "Fixer", node: onnx.NodeProto) -> None:
     fx.set_input(node, 2, ends)
 
 
-def flatten_(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+def flatten_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     """Flatten(axis=1) / Reshape [N, C, H, W] → [N, C·H·W]: channel c ↔ features [c·hw, (c+1)·hw)."""
     layout = _x(ctx, node)
     src, out = ctx.shape(node.input[0]), ctx.shape(node.output[0])
@@ -380,7 +381,7 @@ def flatten_(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], flatten(layout, hw), like=node.input[0], flat_src=node.input[0])
 
 
-def fix_reshape(fx: "Fixer", node: onnx.NodeProto) -> None:
+def fix_reshape(fx: Fixer, node: onnx.NodeProto) -> None:
     shape = fx.const(node.input[1]).copy()
     if shape.size == 2 and shape[1] > 0:
         shape[1] = fx.kept(node.output[0]).sum()
@@ -389,7 +390,7 @@ def fix_reshape(fx: "Fixer", node: onnx.NodeProto) -> None:
 
 # ---------------------------------------------------------------------------------------------------- stops
 def stop(why: str) -> Callable:
-    def trace(ctx: "Tracer", node: onnx.NodeProto, name: str) -> None:
+    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
         raise Unsupported(why)
     return trace
 

@@ -16,12 +16,17 @@ import onnx
 from onnx import helper
 
 from ..errors import OnnxPruneError
-from ..model_io import initializer_map, remove_unused_initializers, set_initializer, validate
+from ..model_io import (
+    initializer_map,
+    remove_unused_initializers,
+    set_initializer,
+    validate,
+)
 from .groups import ChannelGroup, Tracer, node_names
 from .layout import positions, width
 from .ops import RULES
 
-Keep = Mapping[str, "np.ndarray | Sequence[int]"]
+Keep = Mapping[str, np.ndarray | Sequence[int]]
 
 
 def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
@@ -48,9 +53,9 @@ def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
     for name in to_fix:  # shape constants first: they read the original values
         RULES[nodes[name].op_type].fix(fixer, nodes[name])
     inits = initializer_map(work)
-    for (t, axis), idx in cuts.items():
-        set_initializer(work, t, np.delete(inits[t], np.unique(np.concatenate(idx)), axis=axis))
+    for (t, axis), idx in cuts.items():  # a weight may be cut on two axes (consumer and producer): chain them
         inits[t] = np.delete(inits[t], np.unique(np.concatenate(idx)), axis=axis)
+        set_initializer(work, t, inits[t])
     for name, n in group_attr.items():
         fixer.set_attr(nodes[name], "group", _attr(nodes[name], "group") - n)
     return validate(work)
@@ -58,7 +63,7 @@ def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
 
 def zero_consumers(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
     """The reference for `remove_channels`: same graph, consumer weights of removed channels set to 0."""
-    work, tracer, groups = _prepare(model)
+    work, _, groups = _prepare(model)
     removed = _removed(groups, keep)
     inits = initializer_map(work)
     for g in groups:
@@ -135,10 +140,9 @@ class Fixer:
         return mask
 
     def check_not_empty(self) -> None:
-        for t in self.tracer.layouts:
-            if any(self.tracer.find(s.space) in self.removed_by_root for s in self.tracer.layouts[t]):
-                if not self.kept(t).any():
-                    raise OnnxPruneError(f"the plan removes every channel of tensor '{t}'")
+        for t, layout in self.tracer.layouts.items():
+            if any(self.tracer.find(s.space) in self.removed_by_root for s in layout) and not self.kept(t).any():
+                raise OnnxPruneError(f"the plan removes every channel of tensor '{t}'")
 
     def set_input(self, node: onnx.NodeProto, i: int, value: np.ndarray, new_name: str | None = None) -> None:
         """Point input i at `value`; a constant shared with other nodes is copied rather than changed."""

@@ -1,0 +1,44 @@
+"""`onnxprune prune`: one pruning run at a fixed ratio; writes the model, optionally the plan, and prints the
+per-layer table with file sizes."""
+from __future__ import annotations
+
+import click
+
+from .. import api
+from ._common import emit_json, info, json_option, print_table, pruning_options
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
+@click.option("--calib", type=click.Path(dir_okay=False), help="Calibration .npz (statistics, --reconstruct).")
+@click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="Fraction of the (unprotected) prunable weights to remove.")
+@pruning_options
+@click.option("--plan-out", type=click.Path(dir_okay=False), help="Save every mask decision (JSON) for `apply`.")
+@json_option
+def prune_cmd(model: str, output: str, calib: str | None, ratio: float, settings, plan_out: str | None,
+              as_json: bool) -> None:
+    """Prune MODEL once at --ratio and write the result to -o."""
+    r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out)
+    show(r.report, output, plan_out, as_json)
+
+
+def show(report: dict, output: str, plan_out: str | None, as_json: bool) -> None:
+    """The per-layer table, sizes and notes (or all of it as JSON)."""
+    if as_json:
+        emit_json({"output": output, "plan": plan_out, **report})
+        return
+    rows = [[r["layer"] + (" (protected)" if r["protected"] else ""), r["weights"], r["kept"], f"{r['sparsity']:.2%}",
+             "×".join(map(str, r["shape"])) + ("" if r["shape"] == r["pruned_shape"] else
+                                               " → " + "×".join(map(str, r["pruned_shape"])))]
+            for r in report["layers"]]
+    rows.append(["total (pruned layers)", report["weights"], report["kept"], f"{report['sparsity']:.2%}", ""])
+    print_table(f"{report['criterion']} at ratio {report['ratio']}", ["layer", "weights", "kept", "sparsity", "shape"],
+                rows)
+    s = report["size"]
+    click.echo(f"file size: raw {s['dense_raw']:,} → {s['pruned_raw']:,} bytes; "
+               f"zlib-compressed {s['dense_zlib']:,} → {s['pruned_zlib']:,} bytes")
+    for n in report["notes"]:
+        info(f"note: {n}")
+    click.echo(f"wrote {output}" + (f", plan {plan_out}" if plan_out else ""))

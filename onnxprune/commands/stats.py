@@ -1,0 +1,35 @@
+"""`onnxprune stats`: one onnxruntime pass over calibration data → activation statistics (.npz) for later commands."""
+from __future__ import annotations
+
+import click
+
+from .. import api
+from ..stats import CRITERIA
+from ._common import batch_option, emit_json, info, json_option, print_table
+
+
+@click.command("stats")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", required=True, type=click.Path(dir_okay=False), help=".npz with x (and optional y).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output statistics .npz.")
+@click.option("--criteria", default="fscreen", show_default=True,
+              help=f"Comma-separated criteria to collect for: {', '.join(CRITERIA)}.")
+@click.option("--labels", type=click.Choice(["auto", "true", "predicted"]), default="auto", show_default=True,
+              help="auto: y if the data has it, else the model's predictions (label-free mode).")
+@batch_option
+@json_option
+def stats_cmd(model: str, calib: str, output: str, criteria: str, labels: str, batch_size: int,
+              as_json: bool) -> None:
+    """Collect the activation statistics that CRITERIA need for MODEL in one streaming pass over --calib."""
+    st = api.stats(model, calib, output, criteria=criteria, batch_size=batch_size, labels=labels)
+    summary = {"model": model, "calib": calib, "output": output, **st.summary()}
+    if as_json:
+        emit_json(summary)
+        return
+    if st.label_mode == "predicted":
+        info("label-free mode: classes are the dense model's own predictions (the data has no 'y' or "
+             "--labels predicted was given)")
+    print_table(f"statistics of {model} on {calib} → {output}", ["item", "value"],
+                [["samples", st.n], ["labels", st.label_mode], ["criteria", ", ".join(summary.get("criteria", []))],
+                 ["tensors / layers", summary["tensors"]], ["arrays", summary["arrays"]],
+                 ["size (MB)", summary["bytes"] / 1e6], ["model hash", st.model_hash]])

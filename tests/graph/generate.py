@@ -1,0 +1,225 @@
+"""A seeded generator of small random CNN graphs, built with onnx.helper, for the equivalence tests.
+
+Each model is a stem (per-channel input normalisation + conv) followed by random blocks — conv chains, residual
+blocks, DenseNet-like concat blocks, MobileNet-like depthwise + squeeze-excitation blocks, split/slice blocks,
+pooling, an op the analysis does not support — and a head (global pool or flatten → Gemm / MatMul). Shapes are
+tiny so a hundred graphs build, prune and run in seconds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+
+
+class Builder:
+    def __init__(self, rng: np.random.Generator, batch: int | str = 2, channels: int = 3, hw: int = 8):
+        self.rng = rng
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.extra_outputs: list[str] = []
+        self.k = 0
+        self.batch = batch
+        self.input = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, hw, hw])
+        self.x, self.c, self.hw = "x", channels, hw
+
+    # --- primitives
+    def name(self, op: str) -> str:
+        self.k += 1
+        return f"{op.lower()}{self.k}"
+
+    def const(self, value: np.ndarray, hint: str = "c") -> str:
+        name = f"{hint}{len(self.inits)}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs) -> list[str]:
+        name = self.name(op)
+        outs = [f"{name}_out{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        return outs
+
+    def weight(self, *shape: int) -> np.ndarray:
+        fan_in = int(np.prod(shape[1:])) or 1
+        return (self.rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, group: int = 1, bias: bool | None = None) -> str:
+        bias = bool(self.rng.integers(2)) if bias is None else bias
+        ins = [x, self.const(self.weight(cout, cin // group, k, k), "w")]
+        if bias:
+            ins.append(self.const(self.weight(cout, 1)[:, 0], "b"))
+        return self.op("Conv", ins, kernel_shape=[k, k], pads=[k // 2] * 4, group=group)[0]
+
+    def bn(self, x: str, c: int) -> str:
+        r = self.rng
+        p = [r.uniform(0.5, 1.5, c), r.normal(0, 0.1, c), r.normal(0, 0.1, c), r.uniform(0.5, 1.5, c)]
+        return self.op("BatchNormalization", [x] + [self.const(v.astype(np.float32), "bn") for v in p])[0]
+
+    def act(self, x: str) -> str:
+        kind = self.rng.choice(["Relu", "Clip", "HardSigmoid", "Sigmoid", "LeakyRelu", "Tanh"])
+        if kind == "Clip":
+            return self.op("Clip", [x, self.const(np.float32(0), "lo"), self.const(np.float32(6), "hi")])[0]
+        return self.op(kind, [x])[0]
+
+    def channel_const(self, x: str, c: int) -> str:
+        """Mul/Add by a per-channel ([C,1,1] or [1,C,1,1]) or scalar constant."""
+        shape = [(c, 1, 1), (1, c, 1, 1), ()][self.rng.integers(3)]
+        v = self.rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        return self.op(self.rng.choice(["Mul", "Add"]), [x, self.const(v, "k")])[0]
+
+    # --- blocks: each maps (self.x, self.c) to a new (self.x, self.c)
+    def stem(self) -> None:
+        x = self.op("Mul", [self.x, self.const(self.rng.uniform(0.5, 2, (1, self.c, 1, 1)).astype(np.float32))])[0]
+        x = self.op("Add", [x, self.const(self.rng.normal(0, 0.5, (self.c, 1, 1)).astype(np.float32))])[0]
+        c = int(self.rng.integers(4, 9))
+        self.x, self.c = self.act(self.bn(self.conv(x, self.c, c), c)), c
+
+    def conv_chain(self) -> None:
+        c = int(self.rng.integers(3, 11))
+        y = self.conv(self.x, self.c, c, k=int(self.rng.choice([1, 3])))
+        if self.rng.random() < 0.7:
+            y = self.bn(y, c)
+        if self.rng.random() < 0.4:
+            y = self.channel_const(y, c)
+        self.x, self.c = self.act(y), c
+
+    def residual(self) -> None:
+        c = int(self.rng.choice([self.c, self.rng.integers(3, 11)]))
+        y = self.act(self.bn(self.conv(self.x, self.c, c), c))
+        y = self.bn(self.conv(y, c, c), c)
+        skip = self.x if c == self.c else self.bn(self.conv(self.x, self.c, c, k=1), c)
+        out = self.op(self.rng.choice(["Add", "Add", "Sub", "Max"]), [y, skip])[0]
+        self.x, self.c = self.act(out), c
+
+    def dense(self) -> None:
+        for _ in range(int(self.rng.integers(1, 3))):
+            g = int(self.rng.integers(2, 6))
+            new = self.conv(self.act(self.bn(self.x, self.c)), self.c, g)
+            ins = [self.x, new] if self.rng.random() < 0.7 else [new, self.x]
+            self.x, self.c = self.op("Concat", ins, axis=1)[0], self.c + g
+        c = int(self.rng.integers(3, 9))  # transition
+        self.x, self.c = self.conv(self.act(self.bn(self.x, self.c)), self.c, c, k=1), c
+
+    def depthwise_se(self) -> None:
+        c = int(self.rng.integers(4, 13))
+        y = self.act(self.bn(self.conv(self.x, self.c, c, k=1), c))
+        y = self.act(self.bn(self.conv(y, c, c, group=c), c))
+        r = max(1, c // 4)
+        s = self.op("GlobalAveragePool", [y])[0]
+        s = self.op("Relu", [self.conv(s, c, r, k=1, bias=True)])[0]
+        s = self.op(self.rng.choice(["HardSigmoid", "Sigmoid"]), [self.conv(s, r, c, k=1, bias=True)])[0]
+        y = self.op("Mul", [y, s] if self.rng.random() < 0.5 else [s, y])[0]
+        out = self.bn(self.conv(y, c, self.c, k=1), self.c) if self.rng.random() < 0.5 else None
+        if out is not None:
+            self.x = self.op("Add", [self.x, out])[0]
+        else:
+            self.x, self.c = y, c
+
+    def split_block(self) -> None:
+        a, b = int(self.rng.integers(2, 6)), int(self.rng.integers(2, 6))
+        equal = self.rng.random() < 0.5
+        if equal:
+            a = b = (a + b) // 2
+        y = self.conv(self.x, self.c, a + b)
+        if equal:  # equal halves via num_outputs: the rewrite must turn this into explicit sizes
+            p, q = self.op("Split", [y], n_out=2, axis=1, num_outputs=2)
+        else:
+            p, q = self.op("Split", [y, self.const(np.array([a, b], dtype=np.int64), "split")], n_out=2, axis=1)
+        self.x, self.c = self.op("Concat", [self.act(q), self.act(p)], axis=1)[0], a + b
+
+    def slice_block(self) -> None:
+        c = int(self.rng.integers(4, 10))
+        y = self.act(self.conv(self.x, self.c, c))
+        lo, hi = 1, c - int(self.rng.integers(0, 2))
+        ends = hi if self.rng.random() < 0.5 else (hi - c if hi < c else 2**62)
+        ins = [y, self.const(np.array([lo], np.int64), "s"), self.const(np.array([ends], np.int64), "e"),
+               self.const(np.array([1], np.int64), "a")]
+        self.x, self.c = self.op("Slice", ins)[0], hi - lo
+
+    def pool(self) -> None:
+        if self.hw >= 4:
+            op = self.rng.choice(["MaxPool", "AveragePool"])
+            self.x, self.hw = self.op(op, [self.x], kernel_shape=[2, 2], strides=[2, 2])[0], self.hw // 2
+        else:
+            self.x = self.op("Pad", [self.x, self.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])[0]
+            self.x = self.op("MaxPool", [self.x], kernel_shape=[3, 3])[0]
+
+    def unsupported(self) -> None:
+        """An op that mixes channels: the groups around it must become unprunable, nothing must crash."""
+        if self.rng.random() < 0.5:
+            self.x = self.op("Softmax", [self.x], axis=1)[0]
+        else:
+            self.x = self.op("LRN", [self.x], size=3)[0]
+
+    def side_output(self) -> None:
+        self.extra_outputs.append(self.x)
+
+    # --- heads
+    def head(self, classes: int = 5) -> str:
+        kind = self.rng.integers(4)
+        if kind == 0:  # global pool → flatten → gemm
+            f = self.op("Flatten", [self.op("GlobalAveragePool", [self.x])[0]], axis=1)[0]
+            feats = self.c
+        elif kind == 1 or (kind == 3 and not isinstance(self.batch, int)):  # flatten with hw > 1 → gemm
+            f, feats = self.op("Flatten", [self.x], axis=1)[0], self.c * self.hw * self.hw
+        elif kind == 2:  # reduce mean → matmul + bias
+            f = self.op("ReduceMean", [self.x, self.const(np.array([2, 3], np.int64), "ax")], keepdims=0)[0]
+            h = self.op("MatMul", [f, self.const(self.weight(classes, self.c).T.copy(), "mm")])[0]
+            return self.op("Add", [h, self.const(self.weight(classes, 1)[:, 0], "mb")])[0]
+        else:  # reshape with a literal feature count
+            feats = self.c * self.hw * self.hw
+            f = self.op("Reshape", [self.x, self.const(np.array([self.batch, feats], np.int64), "shape")])[0]
+        if self.rng.random() < 0.5:  # hidden layer
+            hidden = int(self.rng.integers(4, 10))
+            f = self.op("Relu", [self._gemm(f, feats, hidden)])[0]
+            feats = hidden
+        return self._gemm(f, feats, classes)
+
+    def _gemm(self, f: str, k: int, m: int) -> str:
+        trans = int(self.rng.integers(2))
+        w = self.weight(m, k) if trans else self.weight(m, k).T.copy()
+        return self.op("Gemm", [f, self.const(w, "fc"), self.const(self.weight(m, 1)[:, 0], "fb")], transB=trans)[0]
+
+    def model(self, out: str) -> onnx.ModelProto:
+        outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]
+        outputs += [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in self.extra_outputs]
+        graph = helper.make_graph(self.nodes, "generated", [self.input], outputs, self.inits)
+        domains = sorted({n.domain for n in self.nodes} - {""})
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]
+                              + [helper.make_opsetid(d, 1) for d in domains])
+        m.ir_version = 9
+        return onnx.shape_inference.infer_shapes(m)
+
+
+BLOCKS = ["conv_chain", "residual", "dense", "depthwise_se", "split_block", "slice_block", "pool"]
+
+
+def random_model(seed: int, unsupported: bool | None = None) -> onnx.ModelProto:
+    """A random CNN: stem, 2–5 random blocks, sometimes an unsupported op or a side output, and a head."""
+    rng = np.random.default_rng(seed)
+    b = Builder(rng, batch=2 if rng.random() < 0.8 else "N")
+    b.stem()
+    blocks = list(rng.choice(BLOCKS, size=int(rng.integers(2, 6))))
+    if unsupported if unsupported is not None else rng.random() < 0.15:
+        blocks.insert(int(rng.integers(len(blocks) + 1)), "unsupported")
+    if rng.random() < 0.1:
+        blocks.insert(int(rng.integers(len(blocks) + 1)), "side_output")
+    for name in blocks:
+        getattr(b, name)()
+    return b.model(b.head())
+
+
+def random_keep(groups, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random kept subsets for every prunable group, keeping ≥ 1 channel in every range a member sees."""
+    keep = {}
+    for g in groups:
+        if not g.prunable or g.size < 2:
+            continue
+        k = set(rng.choice(g.size, int(rng.integers(1, g.size)), replace=False).tolist())  # remove ≥ 1
+        for m in g.members:
+            if not k & set(range(m.lo, m.hi)):
+                k.add(int(rng.integers(m.lo, m.hi)))
+        keep[g.id] = np.array(sorted(k))
+    return keep
