@@ -29,8 +29,8 @@ RECIPES = {  # name: (dataset, epochs, peak lr, weight decay)
     "lenet300": ("mnist", 30, 0.05, 1e-4),
     "lenet5bn": ("mnist", 8, 0.05, 5e-4),
     "resnet20": ("cifar10", 18, 0.2, 5e-4),
-    "densenet": ("cifar10", 6, 0.2, 5e-4),
-    "mobilenetv2": ("cifar10", 8, 0.2, 4e-5),
+    "densenet": ("cifar10", 4, 0.2, 5e-4),
+    "mobilenetv2": ("cifar10", 5, 0.2, 4e-5),
 }
 
 

@@ -82,15 +82,13 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta:
 
 def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | Path | Dataset | None = None,
           settings=None, plan_out: str | Path | None = None):
-    """Unstructured pruning at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
-    Returns an `unstructured.PruneResult` (model, plan, per-layer report)."""
+    """Prune at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
+    Returns a `pipeline.PruneResult` (model, plan, per-layer or per-group report)."""
     from .model_io import save_model
+    from .pipeline import prune as _prune
     from .plan import PruneSettings
-    from .unstructured import prune as _prune
 
-    settings = settings or PruneSettings(mode="unstructured")
-    if settings.mode != "unstructured":
-        raise OnnxPruneError("`prune` does unstructured pruning (--mode unstructured); use `compress` for structured")
+    settings = settings or PruneSettings()
     m = as_model(model)
     r = _prune(m, None if calib is None else as_dataset(calib, m), settings)
     save_model(r.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
@@ -103,8 +101,8 @@ def apply(model: str | Path | onnx.ModelProto, plan, output: str | Path, calib: 
     """Re-apply a saved plan (path or Plan) to the model it was made for; re-fits with `calib` when the plan was
     made with reconstruction. Same inputs → byte-identical output."""
     from .model_io import save_model
+    from .pipeline import replay
     from .plan import Plan
-    from .unstructured import replay
 
     m = as_model(model)
     p = plan if isinstance(plan, Plan) else Plan.load(plan)

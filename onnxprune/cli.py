@@ -41,7 +41,8 @@ def _register() -> None:
     from .commands.apply import apply_cmd
     from .commands.stats import stats_cmd
 
-    for cmd in (compress_cmd, certify_cmd, export_cmd, eval_cmd, bench_cmd, check_cmd, prune_cmd, apply_cmd, stats_cmd):
+    for cmd in (compress_cmd, certify_cmd, export_cmd, eval_cmd, bench_cmd, check_cmd, prune_cmd, apply_cmd,
+                stats_cmd):
         main.add_command(cmd)
 
 

@@ -164,3 +164,46 @@ def _sliced_shape(shape: tuple[int, ...], n: int) -> tuple[int, ...]:
     s = list(shape)
     s[int(np.argmax(s))] = n
     return tuple(s)
+
+
+def closure(model: onnx.ModelProto, layers: list[Layer], masks: dict[str, np.ndarray]
+            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What `remove` will leave of these keep-masks, computed on masks alone (cheap, for selection).
+
+    Returns (closed, folded): `closed` is the masks with every entry of a removed neuron's row and column False;
+    `folded` marks the entries that vanish by folding (outgoing weights of a neuron without incoming ones, whose
+    constant output moves into the next bias) — those must stay in the model until `remove` folds them, unlike the
+    other vanished entries, which are useless and may simply be zeroed. Constants are judged from the dense
+    biases: a neuron without incoming weights counts as removable when its link can fold or its constant is 0."""
+    ls = links(model, layers)
+    out = {k: np.array(v, bool) for k, v in masks.items()}
+    folded = {k: np.zeros(np.shape(v), bool) for k, v in masks.items()}
+    if not ls:
+        return out, folded
+    names = {x for L in ls for x in (L.producer_bias, *L.adds) if x}
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer if t.name in names}
+    node_attrs = {(n.name or n.output[0]): _attrs(n) for n in model.graph.node}
+    for L in ls:
+        for x in (L.producer, L.consumer):
+            out.setdefault(x.weight, np.ones(x.shape, bool))
+            folded.setdefault(x.weight, np.zeros(x.shape, bool))
+    keepable = {id(L): (L.fold is not None) | (_constant_outputs(L, w, node_attrs[L.producer.name],
+                                                                 L.producer.shape[L.producer.out_axis]) == 0)
+                for L in ls}
+    changed = True
+    while changed:
+        changed = False
+        for L in ls:
+            P, Q = L.producer, L.consumer
+            mp = np.moveaxis(out[P.weight], P.out_axis, 0)  # views: writes land in out[...]
+            mq = np.moveaxis(out[Q.weight], Q.in_axis, 0)
+            fq = np.moveaxis(folded[Q.weight], Q.in_axis, 0)
+            has_in, has_out = mp.reshape(len(mp), -1).any(1), mq.reshape(len(mq), -1).any(1)
+            dead = ~has_out | (~has_in & keepable[id(L)])
+            if (dead & (has_in | has_out)).any():
+                fold = dead & ~has_in & has_out
+                fq[fold] |= mq[fold]
+                mp[dead] = False
+                mq[dead] = False
+                changed = True
+    return out, folded

@@ -41,7 +41,8 @@ class Layer:
 
     def from_rows(self, rows: np.ndarray) -> np.ndarray:
         """Inverse of `rows`."""
-        moved = tuple(self.shape[a] for a in [self.out_axis] + [a for a in range(len(self.shape)) if a != self.out_axis])
+        axes = [self.out_axis] + [a for a in range(len(self.shape)) if a != self.out_axis]
+        moved = tuple(self.shape[a] for a in axes)
         return np.moveaxis(rows.reshape(moved), 0, self.out_axis)
 
     def per_input(self, vec: np.ndarray) -> np.ndarray:

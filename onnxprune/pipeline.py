@@ -41,12 +41,48 @@ class Prepared:
               ) -> tuple[onnx.ModelProto, Plan]:
         mod = module_for(self.settings.mode)
         plan = mod.select(self.model, self.scores, ratio, self.settings)
-        pruned = mod.apply(self.model, plan)
-        if (self.settings.reconstruct if reconstruct is None else reconstruct) and ratio > 0:
-            if data is None:
-                raise OnnxPruneError("--reconstruct needs calibration data (--calib)")
-            pruned = mod.reconstruct(self.model, pruned, plan, data, self.settings)
-        return pruned, plan
+        recon = (self.settings.reconstruct if reconstruct is None else reconstruct) and ratio > 0
+        return _materialise(mod, self.model, plan, data, self.settings, recon), plan
+
+
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    plan: Plan
+    report: dict  # per-layer (unstructured) or per-group (structured) table, totals, sizes, notes
+
+
+def _materialise(mod: ModuleType, model: onnx.ModelProto, plan: Plan, data: Dataset | None,
+                 settings: PruneSettings, recon: bool) -> onnx.ModelProto:
+    pruned = mod.apply(model, plan)
+    if recon:
+        if data is None:
+            raise OnnxPruneError("--reconstruct needs calibration data (--calib); a plan made with --reconstruct "
+                                 "needs the same --calib to be re-applied")
+        pruned = mod.reconstruct(model, pruned, plan, data, settings)
+    return pruned
+
+
+def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> PruneResult:
+    """The whole chain for one ratio: statistics → scores → plan → pruned (and re-fitted) model → report."""
+    prepared = prepare(model, data, settings)
+    pruned, plan = prepared.build(settings.ratio, data)
+    mod = module_for(settings.mode)
+    return PruneResult(pruned, plan, mod.report(model, pruned, plan, getattr(prepared.scores, "notes", [])))
+
+
+def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneResult:
+    """Re-apply a saved plan (same model, same calibration data → same bytes); refuses a plan for another model."""
+    from .model_io import model_hash
+
+    if plan.model_hash != model_hash(model):
+        raise OnnxPruneError("the plan was made for a different model (model hash mismatch)")
+    known = PruneSettings.__dataclass_fields__
+    s = {k: v for k, v in plan.settings.items() if k in known}
+    settings = PruneSettings(**{**s, "protect": tuple(s.get("protect", ()))})
+    mod = module_for(plan.mode)
+    pruned = _materialise(mod, model, plan, data, settings, settings.reconstruct and settings.ratio > 0)
+    return PruneResult(pruned, plan, mod.report(model, pruned, plan))
 
 
 def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> Prepared:

@@ -11,7 +11,7 @@ many layers comparable with a single-layer group.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -152,8 +152,8 @@ def _ri_channel(g: ChannelGroup, stats: Stats | None, beta: float) -> np.ndarray
         mean, std = _layer_stat(stats, m.node, "ri_mean"), _layer_stat(stats, m.node, "ri_std")
         if m.role != "consumer" or mean is None:
             continue
-        s = ri_crit.score(mean, std, beta)  # (out, in): connection scores of the consumer
-        per.append(np.nan_to_num(_channel_vector(s, m, g.size, lambda v: float(v.mean()))))
+        s = ri_crit.score(mean, std, beta)  # (out, in) whatever the weight layout: the input axis is 1
+        per.append(np.nan_to_num(_channel_vector(s, replace(m, axis=1), g.size, lambda v: float(v.mean()))))
     return np.mean(per, axis=0) if per else np.ones(g.size)
 
 
@@ -224,6 +224,34 @@ def apply(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     return remove_channels(model, {k: np.asarray(v) for k, v in plan.channels.items()})
 
 
+def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
+    """Per channel group: channels and kept; totals; parameter, MAC and file-size changes (same keys as the
+    unstructured report, with channels as the unit)."""
+    import zlib
+
+    from .graph.count import count
+    from .model_io import serialize
+
+    groups = {g.id: g for g in analyse(dense) if g.prunable}
+    rows = [{"layer": gid, "weight": gid, "op": "channels", "weights": g.size,
+             "kept": len(plan.channels.get(gid, range(g.size))),
+             "sparsity": 1.0 - len(plan.channels.get(gid, range(g.size))) / g.size, "protected": False,
+             "shape": [g.size], "pruned_shape": [len(plan.channels.get(gid, range(g.size)))]}
+            for gid, g in groups.items()]
+    total, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
+    c0, c1 = count(dense), count(pruned)
+    d_raw, p_raw = serialize(dense), serialize(pruned)
+    skipped = [g.reason if g.reason == g.id else f"{g.id}: {g.reason}" for g in analyse(dense) if not g.prunable]
+    return {
+        "criterion": plan.settings.get("criterion"), "ratio": plan.settings.get("ratio"), "unit": "channels",
+        "layers": rows, "sparsity": 1.0 - kept / max(total, 1), "weights": total, "kept": kept,
+        "params": {"dense": c0.params, "pruned": c1.params}, "macs": {"dense": c0.macs, "pruned": c1.macs},
+        "size": {"dense_raw": len(d_raw), "dense_zlib": len(zlib.compress(d_raw, 9)),
+                 "pruned_raw": len(p_raw), "pruned_zlib": len(zlib.compress(p_raw, 9))},
+        "notes": list(notes) + [f"left alone: {s}" for s in skipped],
+    }
+
+
 def kept_fraction(scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
     """Group id → (kept, total) channels, for reports."""
     return {g.id: (len(plan.channels.get(g.id, range(g.size))), g.size) for g in scores.groups}
@@ -231,7 +259,9 @@ def kept_fraction(scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
 
 # ---------------------------------------------------------------- reconstruction
 RECON_SAMPLES = 512  # calibration samples used for the re-fit (bounded cost; more changes little)
-RECON_POSITIONS = 32  # spatial positions sampled per image for conv layers (≥ 16k rows per layer)
+RECON_ROWS_PER_UNKNOWN = 8  # conv layers: sample about this many patch rows per fitted weight of a filter
+RECON_POSITIONS = (4, 32)  # ... using between 4 and 32 output positions per image
+RECON_BATCH = 64  # the dense pass holds every target layer's full output for one batch
 
 
 def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, data: Dataset,
@@ -252,27 +282,60 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
     targets = {m.node for gid in dropped for m in groups[gid].members if m.role == "consumer"}
     dense, model = _named_copy(dense), _named_copy(pruned)  # analyse's names, fixed before any node is inserted
     order = [n.name for n in dense.graph.node if n.name in targets and _refittable(n)]
+    if not order:
+        return validate(model)
     sub = data.subset(np.arange(min(RECON_SAMPLES, len(data))))
     rng = np.random.default_rng(settings.seed)
+    nodes_d = {name: _node(dense, name) for name in order}
+    # one dense pass: every layer's targets at its sampled output positions (kept output channels only)
+    positions: dict[str, np.ndarray | None] = {}
+    wanted: dict[str, list[np.ndarray]] = {name: [] for name in order}
+    outs = [nodes_d[name].output[0] for name in order]
+    inits = initializer_map(model)
+    unknowns = {name: int(np.prod(inits[_node(model, name).input[1]].shape[1:])) + 1 for name in order}
+    batch = min(RECON_BATCH, settings.batch_size)
+    for yb in stream(dense, sub, outs, batch_size=batch):
+        for name in order:
+            y = yb[nodes_d[name].output[0]]
+            out_keep = _kept_outputs(groups, plan, name)
+            if out_keep is not None:  # this layer's own output channels were pruned too: fit only the kept ones
+                y = np.take(y, out_keep, axis=1 if y.ndim == 4 else -1)
+            if name not in positions:
+                positions[name] = _sample_positions(y, rng, unknowns[name], len(sub))
+            wanted[name].append(_rows(y, positions[name]))
+    # layer by layer, inputs from the pruned model as re-fitted so far
     for name in order:
-        node_d = _node(dense, name)
         node_p = _node(model, name)
         w = initializer_map(model)[node_p.input[1]]
         h = c = None
-        batches = zip(stream(model, sub, [node_p.input[0]], batch_size=settings.batch_size),
-                      stream(dense, sub, [node_d.output[0]], batch_size=settings.batch_size))
-        out_keep = _kept_outputs(groups, plan, name)
-        for xb, yb in batches:
-            y = yb[node_d.output[0]]
-            if out_keep is not None:  # this layer's own output channels were pruned too: fit only the kept ones
-                y = np.take(y, out_keep, axis=1 if node_p.op_type == "Conv" else -1)
-            x, t = _design(node_p, w, xb[node_p.input[0]], y, rng)
-            x = np.hstack([x, np.ones((len(x), 1))])
-            h = x.T @ x if h is None else h + x.T @ x
-            c = x.T @ t if c is None else c + x.T @ t
+        for xb, t in zip(stream(model, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
+            x = _design(node_p, w, xb[node_p.input[0]], positions[name])
+            x = np.hstack([x, np.ones((len(x), 1), np.float32)])
+            hb, cb = (x.T @ x).astype(np.float64), (x.T @ t).astype(np.float64)  # float32 BLAS, float64 sums
+            h, c = (hb, cb) if h is None else (h + hb, c + cb)
         wb = ridge_refit(h, c, np.ones((c.shape[1], c.shape[0]), bool), settings.ridge)
         _write_back(model, node_p, w, wb, set_initializer)
     return validate(model)
+
+
+def _sample_positions(y: np.ndarray, rng: np.random.Generator, unknowns: int, n: int) -> np.ndarray | None:
+    """Flat output positions sampled once per conv layer (None for 2-D Gemm/MatMul outputs).
+
+    Enough rows for a well-posed fit (about RECON_ROWS_PER_UNKNOWN per unknown) without paying for more."""
+    if y.ndim != 4:
+        return None
+    hw = y.shape[2] * y.shape[3]
+    lo, hi = RECON_POSITIONS
+    p = int(np.clip(np.ceil(RECON_ROWS_PER_UNKNOWN * unknowns / n), lo, hi))
+    return np.sort(rng.choice(hw, size=min(p, hw), replace=False))
+
+
+def _rows(y: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
+    """Targets as rows: (N·P, C) at the sampled positions for conv maps, (N, F) otherwise."""
+    if pos is None:
+        return y.reshape(-1, y.shape[-1]).astype(np.float32)
+    n, c = y.shape[:2]
+    return y.reshape(n, c, -1)[:, :, pos].transpose(0, 2, 1).reshape(-1, c).astype(np.float32)
 
 
 def _kept_outputs(groups: dict[str, ChannelGroup], plan: Plan, node: str) -> np.ndarray | None:
@@ -304,11 +367,10 @@ def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
     return next(n for n in model.graph.node if n.name == name)
 
 
-def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of (inputs, targets): im2col patches at sampled positions for Conv, feature rows for Gemm/MatMul."""
+def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
+    """Input rows matching `_rows`: im2col patches at the sampled positions for Conv, feature rows otherwise."""
     if node.op_type != "Conv":
-        return x.reshape(-1, x.shape[-1]).astype(np.float64), y.reshape(-1, y.shape[-1]).astype(np.float64)
+        return x.reshape(-1, x.shape[-1]).astype(np.float32)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     kh, kw = w.shape[2:]
     sh, sw = attrs.get("strides", [1, 1])
@@ -317,12 +379,9 @@ def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray, r
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
-    n, _, ho, wo = win.shape[:4]
-    pos = rng.choice(ho * wo, size=min(RECON_POSITIONS, ho * wo), replace=False)
-    r, q = np.divmod(pos, wo)
-    patches = win[:, :, r, q].transpose(0, 2, 1, 3, 4).reshape(n * len(pos), -1)  # (N·P, C·kh·kw)
-    targets = y[:, :, r, q].transpose(0, 2, 1).reshape(n * len(pos), -1)  # (N·P, out)
-    return patches.astype(np.float64), targets.astype(np.float64)
+    r, q = np.divmod(pos, win.shape[3])
+    patches = win[:, :, r, q]  # (N, C, P, kh, kw)
+    return patches.transpose(0, 2, 1, 3, 4).reshape(len(x) * len(pos), -1).astype(np.float32)
 
 
 def _write_back(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wb: np.ndarray, set_init) -> None:

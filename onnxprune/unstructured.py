@@ -20,10 +20,11 @@ from . import dead_neurons
 from .criteria import activation_aware, apoz, fscreen, magnitude, relative_importance
 from .data import Dataset
 from .errors import OnnxPruneError
-from .layers import Layer, prunable_layers, protected
+from .layers import Layer, linear_form, prunable_layers, protected
 from .model_io import initializer_map, model_hash, serialize, set_initializer, validate
 from .plan import Plan, PruneSettings
 from .reconstruct import PairedGram, refit_linear
+from .stats import Request, Stats, collect, stream
 
 CRITERIA = ("magnitude", "fscreen", "ri", "wanda", "apoz")
 _NEEDS = {"fscreen": "class_moments", "wanda": "moments", "apoz": "zeros", "ri": "contrib"}
@@ -37,7 +38,7 @@ class Scores:
 
     criterion: str
     values: dict[str, np.ndarray]
-    row_local: bool = False  # compared within each output row (Wanda) instead of by the allocation
+    scope: str = "allocation"  # where scores are comparable: "allocation" (as --allocation says), "layer", "row"
     notes: list[str] = field(default_factory=list)
 
 
@@ -62,14 +63,12 @@ def _check_criterion(settings: PruneSettings) -> None:
         raise OnnxPruneError(f"--criterion {settings.criterion}: choose one of {', '.join(CRITERIA)}")
 
 
-def requests(model: onnx.ModelProto, settings: PruneSettings) -> list:
+def requests(model: onnx.ModelProto, settings: PruneSettings) -> list[Request]:
     """The statistics the criterion needs (empty for magnitude); reconstruction streams its own tensors."""
     _check_criterion(settings)
     need = _NEEDS.get(settings.criterion)
     if need is None:
         return []
-    from .stats.collect import Request
-
     out, seen = [], set()
     for L in candidates(model, settings):
         layer = L.name if need == "contrib" else None
@@ -79,7 +78,7 @@ def requests(model: onnx.ModelProto, settings: PruneSettings) -> list:
     return out
 
 
-def score(model: onnx.ModelProto, stats, settings: PruneSettings) -> Scores:
+def score(model: onnx.ModelProto, stats: Stats | None, settings: PruneSettings) -> Scores:
     """Scores for every candidate weight; `stats` may be None for magnitude."""
     _check_criterion(settings)
     c = settings.criterion
@@ -97,55 +96,81 @@ def score(model: onnx.ModelProto, stats, settings: PruneSettings) -> Scores:
         notes.append(f"F-screen α={settings.alpha} (labels: {getattr(stats, 'label_mode', '?')})")
     elif c == "wanda":
         vals = [activation_aware.wanda(x, L.per_input(stats.get(L.input, "sqnorm"))) for L, x in zip(layers, ws)]
-        notes.append("wanda compares weights within each output row: every row keeps the same fraction "
-                     "(--allocation does not apply)")
+        notes.append("wanda compares weights within each output row: every row keeps the same fraction, rows of "
+                     "removed neurons aside (--allocation does not apply)")
     elif c == "apoz":
         vals = [L.per_input(apoz.activity(stats.get(L.input, "apoz"))) for L in layers]
-        notes.append("apoz: weights score 1 − APoZ of their input neuron (whole input neurons go first); "
-                     "inputs that are not after a ReLU-like op have APoZ ≈ 0 and are pruned last")
+        notes.append("apoz: weights score 1 − APoZ of their input neuron (whole input neurons go first, ties by |w|),"
+                     " compared within each layer (APoZ is not comparable across layers: an input that is not after "
+                     "a ReLU-like op has APoZ ≈ 0); every layer loses the same fraction")
     else:
         vals = [L.per_connection(relative_importance.score(_ri(stats, L, "ri_mean"), _ri(stats, L, "ri_std"),
                                                            settings.beta)) for L in layers]
         notes.append(f"relative importance: mean + β·std of |w·x| / Σ|w·x| over samples outside the blind range, "
                      f"β={settings.beta}")
-    return Scores(c, {L.weight: np.asarray(v, np.float64) for L, v in zip(layers, vals)}, c == "wanda", notes)
+    scope = {"wanda": "row", "apoz": "layer"}.get(c, "allocation")
+    return Scores(c, {L.weight: np.asarray(v, np.float64) for L, v in zip(layers, vals)}, scope, notes)
 
 
-def _ri(stats, L: Layer, key: str) -> np.ndarray:
+def _ri(stats: Stats, L: Layer, key: str) -> np.ndarray:
     return stats.get(L.name, key) if stats.has(L.name, key) else stats.get(L.input, key)
 
 
 # ---------------------------------------------------------------------------------------------------- select
 def select(model: onnx.ModelProto, scores: Scores, ratio: float, settings: PruneSettings) -> Plan:
-    """Keep-masks for `ratio` of the candidate weights removed; ties in score are broken by |w|, then position."""
+    """Keep-masks removing `ratio` of the candidate weights; ties in score are broken by |w|, then position.
+
+    Weights that dead-neuron removal would delete anyway (e.g. the incoming row of a neuron whose outgoing
+    connections were all pruned) are counted as pruned and the budget they free is spent on the next-best weights,
+    repeated to a fixed point, so the file's sparsity is the requested one."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio {ratio}: must be in [0, 1)")
-    by_weight = {L.weight: L for L in prunable_layers(model)}
+    all_layers = prunable_layers(model)
+    by_weight = {L.weight: L for L in all_layers}
+    forced = {n: np.zeros(s.shape, bool) for n, s in scores.values.items()}
+    folded = dict(forced)
+    for _ in range(50):
+        masks = _select_once(model, scores, forced, ratio, settings, by_weight)
+        masks = {n: m | folded[n] for n, m in masks.items()}  # folded entries stay until `apply` folds them
+        closed, fold = dead_neurons.closure(model, all_layers, masks)
+        lost = {n: masks[n] & ~closed[n] for n in masks}
+        if not any((lost[n] & ~forced[n]).any() for n in masks):
+            break
+        forced = {n: forced[n] | lost[n] for n in masks}
+        folded = {n: folded[n] | fold[n] for n in masks}
+    masks = {n: masks[n] & ~(lost[n] & ~fold[n]) for n in masks}  # useless weights of removed neurons: zero
+    d = settings.to_dict()
+    d["ratio"] = float(ratio)
+    return Plan("unstructured", model_hash(model), d, masks)
+
+
+def _select_once(model: onnx.ModelProto, scores: Scores, forced: dict[str, np.ndarray], ratio: float,
+                 settings: PruneSettings, by_weight: dict[str, Layer]) -> dict[str, np.ndarray]:
+    """One allocation pass; `forced` entries are pruned first (score −inf)."""
     w = initializer_map(model)
     names = list(scores.values)
     layers = [by_weight[n] for n in names]
+    svals = [np.where(forced[n], -np.inf, scores.values[n]) for n in names]
     mags = [np.abs(w[n].astype(np.float64)) for n in names]
     caps = [L.size - _min_kept(L.size, settings.min_keep) for L in layers]  # most each layer may lose
-    if scores.row_local:
-        masks = [_select_rows(L, s, m, ratio, settings.min_keep) for L, s, m in zip(layers, scores.values.values(), mags)]
-    elif settings.allocation == "uniform":
-        masks = [_select_flat([s.ravel()], [m.ravel()], [min(cap, round(ratio * L.size))], [cap])[0].reshape(L.shape)
-                 for L, s, m, cap in zip(layers, scores.values.values(), mags, caps)]
+    if scores.scope == "row":
+        masks = [_select_rows(L, s, m, f, ratio, settings.min_keep)
+                 for L, s, m, f in zip(layers, svals, mags, (forced[n] for n in names))]
+    elif scores.scope == "layer" or settings.allocation == "uniform":
+        masks = [_select_flat([s.ravel()], [m.ravel()], min(cap, round(ratio * L.size)), [cap])[0].reshape(L.shape)
+                 for L, s, m, cap in zip(layers, svals, mags, caps)]
     else:
         total = sum(L.size for L in layers)
-        flat = _select_flat([s.ravel() for s in scores.values.values()], [m.ravel() for m in mags],
-                            [round(ratio * total)], caps)
+        flat = _select_flat([s.ravel() for s in svals], [m.ravel() for m in mags], round(ratio * total), caps)
         masks = [f.reshape(L.shape) for f, L in zip(flat, layers)]
-    d = settings.to_dict()
-    d["ratio"] = float(ratio)
-    return Plan("unstructured", model_hash(model), d, dict(zip(names, masks)))
+    return dict(zip(names, masks))
 
 
 def _min_kept(size: int, min_keep: float) -> int:
     return min(size, max(1, int(np.ceil(min_keep * size))))
 
 
-def _select_flat(scores: list[np.ndarray], mags: list[np.ndarray], k: list[int], caps: list[int]) -> list[np.ndarray]:
+def _select_flat(scores: list[np.ndarray], mags: list[np.ndarray], k: int, caps: list[int]) -> list[np.ndarray]:
     """Prune the k lowest (score, |w|) entries over all arrays, at most caps[i] from array i."""
     s, m = np.concatenate(scores), np.concatenate(mags)
     lid = np.concatenate([np.full(len(a), i) for i, a in enumerate(scores)])
@@ -155,19 +180,34 @@ def _select_flat(scores: list[np.ndarray], mags: list[np.ndarray], k: list[int],
     for i, cap in enumerate(caps):
         allowed[np.flatnonzero(lo == i)[:cap]] = True
     keep = np.ones(len(s), bool)
-    keep[order[np.flatnonzero(allowed)[:k[0]]]] = False
+    keep[order[np.flatnonzero(allowed)[:k]]] = False
     return np.split(keep, np.cumsum([len(a) for a in scores])[:-1])
 
 
-def _select_rows(L: Layer, s: np.ndarray, m: np.ndarray, ratio: float, min_keep: float) -> np.ndarray:
-    """Every output row loses the same number of its lowest-scored weights."""
-    rs, rm = L.rows(s), L.rows(m)
+def _select_rows(L: Layer, s: np.ndarray, m: np.ndarray, forced: np.ndarray, ratio: float,
+                 min_keep: float) -> np.ndarray:
+    """Every output row loses the same number of its lowest-scored weights. Forced entries go regardless, and
+    the layer budget they use up is taken off the other rows in proportion to their free entries."""
+    rs, rm, rf = L.rows(s), L.rows(m), L.rows(forced)
     n = rs.shape[1]
-    k = min(round(ratio * n), n - _min_kept(n, min_keep))
-    order = np.lexsort((rm, rs), axis=-1)[:, :k]
+    per_row = min(round(ratio * n), n - _min_kept(n, min_keep))
+    free = n - rf.sum(1)
+    budget = max(0, per_row * len(rs) - int(rf.sum()))
+    k = _largest_remainder(budget, free) if free.sum() else np.zeros(len(rs), int)
+    k = np.minimum(k, np.maximum(free - 1, 0))
+    order = np.lexsort((rm, rs), axis=-1)  # forced (−inf) entries first in each row
     keep = np.ones(rs.shape, bool)
-    np.put_along_axis(keep, order, False, axis=1)
+    pos = np.arange(n)[None, :] < (rf.sum(1) + k)[:, None]
+    np.put_along_axis(keep, order, ~pos, axis=1)
     return L.from_rows(keep)
+
+
+def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to `weights` summing to `total` (Hamilton's method)."""
+    q = total * weights / weights.sum()
+    k = np.floor(q).astype(int)
+    k[np.argsort(-(q - k), kind="stable")[:total - int(k.sum())]] += 1
+    return k
 
 
 # ---------------------------------------------------------------------------------------------------- apply
@@ -193,7 +233,7 @@ def apply(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     """Zero the masked weights, remove dead neurons of FC chains, validate, and check outputs are unchanged."""
     ref = masked(model, plan)
     out = copy.deepcopy(ref)
-    maps, _ = dead_neurons.remove(out, prunable_layers(model))
+    dead_neurons.remove(out, prunable_layers(model))
     validate(out)
     if _shapes(out) != _shapes(ref):
         _check_same_outputs(ref, out)
@@ -227,19 +267,16 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
     """Re-fit the kept weights (and bias) of every FC layer from the first pruned one on, in graph order, so each
     layer is fitted to the dense layer's outputs on the inputs the already re-fitted upstream now produces.
     Conv layers keep their masked weights (noted in the report)."""
-    from .stats.collect import stream
-
     layers = prunable_layers(dense)
     maps, _ = dead_neurons.remove(masked(dense, plan), layers)  # the neuron removal `apply` did → index maps
     work = copy.deepcopy(pruned)
     wd = initializer_map(dense)
-    started, skipped = False, []
+    started = False
     for L in layers:
         started = started or L.weight in plan.masks
         if not started:
             continue
         if L.op == "Conv":
-            skipped.append(L.name)
             continue
         lin = linear_form(dense, L)
         rows = maps.get(L.weight, {}).get("out", np.arange(L.shape[L.out_axis]))
@@ -256,13 +293,44 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
         w_new, b_new = refit_linear(gram, w_eff, b_eff, keep, settings.ridge, fit_bias)
         cur = next(x for x in prunable_layers(work) if x.weight == L.weight)
         set_initializer(work, L.weight, cur.from_rows(w_new / lin.alpha).astype(wd[L.weight].dtype))
-        if b_new is not None:  # fitted, or reset to dense (undoing constants folded by neuron removal)
+        if b_new is not None:  # fitted, or reset to the dense bias (undoing constants folded by neuron removal)
             shape = next(tuple(t.dims) for t in work.graph.initializer if t.name == lin.bias)
-            value = b_new / lin.beta if wd[lin.bias].size > 1 or len(rows) == 1 else np.asarray(wd[lin.bias])
-            set_initializer(work, lin.bias, np.broadcast_to(value.reshape(-1) if np.size(value) == int(np.prod(shape))
-                                                            else value, shape).reshape(shape)
-                            .astype(wd[lin.bias].dtype))
+            v = b_new / lin.beta
+            v = v[:1] if int(np.prod(shape)) == 1 else v
+            set_initializer(work, lin.bias, v.reshape(shape).astype(wd[lin.bias].dtype))
     validate(work)
-    if skipped:
-        work.metadata_props.add(key="onnxprune_reconstruct_skipped", value=",".join(skipped))
     return work
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
+    """Per-layer weights / kept / sparsity (non-zeros left in the file, dead neurons counted as pruned), totals
+    over the candidates and over all prunable layers, and file sizes raw and zlib-compressed."""
+    pw = initializer_map(pruned)
+    rows, cand = [], [0, 0]
+    total = [0, 0]
+    for L in prunable_layers(dense):
+        kept = int(np.count_nonzero(pw[L.weight])) if L.weight in pw else 0
+        rows.append({"layer": L.name, "weight": L.weight, "op": L.op, "weights": L.size, "kept": kept,
+                     "sparsity": 1.0 - kept / L.size, "protected": L.weight not in plan.masks,
+                     "shape": list(L.shape), "pruned_shape": list(pw[L.weight].shape) if L.weight in pw else []})
+        total[0] += L.size
+        total[1] += kept
+        if L.weight in plan.masks:
+            cand[0] += L.size
+            cand[1] += kept
+    d_raw, p_raw = serialize(dense), serialize(pruned)
+    notes = list(notes)
+    if plan.settings.get("reconstruct") and any(r["op"] == "Conv" for r in rows):
+        notes.append("reconstruction re-fits Gemm / MatMul layers only; Conv layers keep their masked weights")
+    if any(r["op"] == "Conv" for r in rows):
+        notes.append("dead-neuron removal covers fully connected chains; Conv channels keep their zeros in place")
+    notes.append(SPEED_NOTE)
+    return {
+        "criterion": plan.settings.get("criterion"), "ratio": plan.settings.get("ratio"), "layers": rows,
+        "sparsity": 1.0 - cand[1] / max(cand[0], 1), "sparsity_all_prunable": 1.0 - total[1] / max(total[0], 1),
+        "weights": cand[0], "kept": cand[1],
+        "size": {"dense_raw": len(d_raw), "dense_zlib": len(zlib.compress(d_raw, 9)),
+                 "pruned_raw": len(p_raw), "pruned_zlib": len(zlib.compress(p_raw, 9))},
+        "notes": notes,
+    }

@@ -13,13 +13,13 @@ from ._common import emit_json, info, json_option, print_table, pruning_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
 @click.option("--calib", type=click.Path(dir_okay=False), help="Calibration .npz (statistics, --reconstruct).")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Fraction of the (unprotected) prunable weights to remove.")
+              help="Fraction of the prunable channels (or, unstructured, weights) to remove.")
 @pruning_options
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Save every mask decision (JSON) for `apply`.")
 @json_option
 def prune_cmd(model: str, output: str, calib: str | None, ratio: float, settings, plan_out: str | None,
               as_json: bool) -> None:
-    """Prune MODEL once at --ratio and write the result to -o."""
+    """Prune MODEL once at --ratio (channels, or weights with --mode unstructured) and write the result to -o."""
     r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out)
     show(r.report, output, plan_out, as_json)
 
@@ -33,9 +33,13 @@ def show(report: dict, output: str, plan_out: str | None, as_json: bool) -> None
              "×".join(map(str, r["shape"])) + ("" if r["shape"] == r["pruned_shape"] else
                                                " → " + "×".join(map(str, r["pruned_shape"])))]
             for r in report["layers"]]
+    unit = report.get("unit", "weights")
     rows.append(["total (pruned layers)", report["weights"], report["kept"], f"{report['sparsity']:.2%}", ""])
-    print_table(f"{report['criterion']} at ratio {report['ratio']}", ["layer", "weights", "kept", "sparsity", "shape"],
-                rows)
+    print_table(f"{report['criterion']} at ratio {report['ratio']}",
+                ["layer" if unit == "weights" else "channel group", unit, "kept", "removed", "shape"], rows)
+    if "macs" in report:
+        p, m = report["params"], report["macs"]
+        click.echo(f"params {p['dense']:,} → {p['pruned']:,}; MACs {m['dense']:,} → {m['pruned']:,}")
     s = report["size"]
     click.echo(f"file size: raw {s['dense_raw']:,} → {s['pruned_raw']:,} bytes; "
                f"zlib-compressed {s['dense_zlib']:,} → {s['pruned_zlib']:,} bytes")

@@ -13,5 +13,16 @@ from .collect import Request, collect, stream
 from .requests import CRITERIA, default_requests
 from .store import Stats
 
-__all__ = ["Request", "collect", "stream", "Stats", "default_requests", "CRITERIA", "ClassMoments", "ZeroCounts",
-           "Moments", "Gram", "Contributions"]
+__all__ = [
+           "CRITERIA",
+           "ClassMoments",
+           "Contributions",
+           "Gram",
+           "Moments",
+           "Request",
+           "Stats",
+           "ZeroCounts",
+           "collect",
+           "default_requests",
+           "stream",
+]

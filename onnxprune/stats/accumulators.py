@@ -7,9 +7,9 @@ dict of float64 arrays. Memory depends on the number of features (and classes), 
 `values` is always a 2-D array (B, F): one row per sample. Callers reshape maps before calling (the collector
 reduces conv maps to per-sample channel means inside the onnxruntime graph).
 
-Means and second moments use Chan et al.'s pairwise update (batch mean + centred sum of squares, merged with the
-mean-difference correction) rather than raw Σx² − (Σx)²/n, so constant features give exactly zero variance and
-large-mean / small-variance features do not lose their variance to cancellation.
+Means and second moments are sums about a per-feature shift (the first sample seen), not raw Σx² − (Σx)²/n, so
+constant features give exactly zero variance and large-mean / small-variance features keep their variance; merging
+re-bases one side onto the other's shift exactly. Contributions use Chan's pairwise (batched Welford) update.
 """
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def as_2d(values: np.ndarray, name: str = "values") -> np.ndarray:
     if a.ndim == 1:
         raise OnnxPruneError(f"{name}: expected a (batch, features) array, got shape {a.shape}")
     return a.reshape(len(a), -1).astype(np.float64, copy=False)
+
+
+def _as_2d_any(values, name: str = "values") -> np.ndarray:
+    """(B, ...) → (B, F) in its own float dtype (float32 stays float32; the maths upcasts as it goes)."""
+    a = np.asarray(values)
+    if a.ndim < 2:
+        raise OnnxPruneError(f"{name}: expected a (batch, features) array, got shape {a.shape}")
+    a = a.reshape(len(a), -1)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
 
 
 def _check_width(acc_f: int | None, values: np.ndarray, what: str) -> int:
@@ -64,6 +73,18 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean, m2
 
 
+class _Shifted:
+    """Shared maths of shifted sums: with a fixed per-feature shift K (the first sample seen), keep Σ(x−K) and
+    Σ(x−K)² (per class or overall). Shifting by a data point removes the cancellation of raw Σx² − (Σx)²/n (the
+    'shifted data' algorithm), makes a constant feature contribute exact zeros, and keeps each batch to one cast,
+    one subtraction and one GEMM. Merging re-bases the other side's sums onto this shift exactly."""
+
+    @staticmethod
+    def rebase(n, s, ss, delta):
+        """Sums about shift K_b → sums about K_a, where delta = K_b − K_a (x − K_a = (x − K_b) + delta)."""
+        return s + n * delta, ss + 2.0 * delta * s + n * delta * delta
+
+
 class Moments:
     """Per-feature count, mean, variance (population) and squared L2 norm Σx².
 
@@ -75,139 +96,137 @@ class Moments:
     def __init__(self) -> None:
         self.n = 0
         self.f: int | None = None
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
+        self.shift: np.ndarray | None = None
+        self.s: np.ndarray | None = None
+        self.ss: np.ndarray | None = None
         self.sqnorm: np.ndarray | None = None
 
     def update(self, values, labels=None, sq=None) -> None:
-        x = as_2d(values)
+        x = _as_2d_any(values)
         self.f = _check_width(self.f, x, "moments")
-        b = len(x)
-        if b == 0:
+        if len(x) == 0:
             return
-        mb = x.mean(0)
-        d = x - mb
-        m2b = np.einsum("ij,ij->j", d, d)
-        if sq is None:
-            sqb = np.einsum("ij,ij->j", x, x)
-        else:
-            sqb = as_2d(sq, "moments sq").sum(0)
-        self._combine(b, mb, m2b, sqb)
+        if self.shift is None:
+            self.shift = x[0].astype(np.float64)
+            self.s, self.ss, self.sqnorm = np.zeros(self.f), np.zeros(self.f), np.zeros(self.f)
+        d = np.subtract(x, self.shift, dtype=np.float64)
+        self.s += d.sum(0)
+        self.ss += (d * d).sum(0)
+        self.sqnorm += np.square(x, dtype=np.float64).sum(0) if sq is None else as_2d(sq, "moments sq").sum(0)
+        self.n += len(x)
 
-    def _combine(self, n_b, mean_b, m2_b, sq_b) -> None:
-        if self.n == 0:
-            self.n, self.mean, self.m2, self.sqnorm = n_b, mean_b.copy(), m2_b.copy(), sq_b.copy()
-            return
-        self.n, self.mean, self.m2 = _chan_merge(self.n, self.mean, self.m2, n_b, mean_b, m2_b)
-        self.sqnorm = self.sqnorm + sq_b
-
-    def merge(self, other: "Moments") -> "Moments":
-        if other.n:
-            _check_width(self.f, np.empty((0, other.f)), "moments merge")
-            self.f = other.f
-            self._combine(other.n, other.mean, other.m2, other.sqnorm)
+    def merge(self, other: Moments) -> Moments:
+        if not other.n:
+            return self
+        _check_width(self.f, np.empty((0, other.f)), "moments merge")
+        if not self.n:
+            self.f, self.n, self.shift = other.f, other.n, other.shift.copy()
+            self.s, self.ss, self.sqnorm = other.s.copy(), other.ss.copy(), other.sqnorm.copy()
+            return self
+        s, ss = _Shifted.rebase(other.n, other.s, other.ss, other.shift - self.shift)
+        self.s, self.ss, self.sqnorm = self.s + s, self.ss + ss, self.sqnorm + other.sqnorm
+        self.n += other.n
         return self
 
     def finalize(self) -> dict[str, np.ndarray]:
         if not self.n:
             raise OnnxPruneError("moments: no samples were accumulated")
-        return {"n": np.float64(self.n), "mean": self.mean.copy(), "var": self.m2 / self.n,
-                "sqnorm": self.sqnorm.copy()}
+        m = self.s / self.n
+        var = np.maximum(self.ss / self.n - m * m, 0.0)
+        return {"n": np.float64(self.n), "mean": self.shift + m, "var": var, "sqnorm": self.sqnorm.copy()}
 
 
 class ClassMoments:
-    """Per-class counts n_c, means and centred sums of squares → one-way ANOVA F per feature (paper 001 §3.2).
+    """Per-class counts n_c, sums S_c and sums of squares SS_c → one-way ANOVA F per feature (paper 001 §3.2).
 
-    F_j = [Σ_c n_c (x̄_cj − x̄_j)² / (C−1)] / [Σ_c Σ_{i∈c} (x_ij − x̄_cj)² / (N−C)], C = classes actually seen.
-    Constant (or dead) features → F = 0; fewer than two classes or N ≤ C → all zeros. A feature that is constant
-    within every class but differs between classes has zero within-class variance → F = inf (as scipy gives).
-    The class count grows on demand, so `n_classes` is only a hint.
+    F_j = [Σ_c n_c (x̄_cj − x̄_j)² / (C−1)] / [Σ_c (SS_cj − S_cj²/n_c) / (N−C)], C = classes actually seen; sums are
+    taken about a per-feature shift (see `_Shifted`), which leaves F unchanged. Constant (or dead) features → F = 0;
+    fewer than two classes or N ≤ C → all zeros. A feature constant within every class but different between classes
+    has zero within-class variance → F = inf (as scipy gives). Class sums are one one-hot GEMM per batch; the class
+    count grows on demand, so `n_classes` is only a hint.
     """
 
     def __init__(self, n_classes: int = 0) -> None:
         self.f: int | None = None
         self.k = max(int(n_classes), 0)
         self.count = np.zeros(self.k)
-        self.mean: np.ndarray | None = None  # (k, F)
-        self.m2: np.ndarray | None = None  # (k, F)
+        self.shift: np.ndarray | None = None
+        self.s: np.ndarray | None = None  # (k, F)
+        self.ss: np.ndarray | None = None  # (k, F)
 
     def _grow(self, k: int) -> None:
         if k <= self.k:
             return
         pad = k - self.k
         self.count = np.concatenate([self.count, np.zeros(pad)])
-        if self.mean is not None:
-            self.mean = np.vstack([self.mean, np.zeros((pad, self.f))])
-            self.m2 = np.vstack([self.m2, np.zeros((pad, self.f))])
+        if self.s is not None:
+            self.s = np.vstack([self.s, np.zeros((pad, self.f))])
+            self.ss = np.vstack([self.ss, np.zeros((pad, self.f))])
         self.k = k
 
-    def _init(self, f: int) -> None:
-        self.f = f
-        self.mean = np.zeros((self.k, f))
-        self.m2 = np.zeros((self.k, f))
-
     def update(self, values, labels) -> None:
-        x = as_2d(values)
+        x = _as_2d_any(values)
         b = len(x)
         y = _check_labels(labels, b, "class moments")
         _check_width(self.f, x, "class moments")
         if b == 0:
             return
         self._grow(int(y.max()) + 1)
-        if self.mean is None:
-            self._init(x.shape[1])
-        onehot = np.zeros((b, self.k))
-        onehot[np.arange(b), y] = 1.0
-        nb = onehot.sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mb = (onehot.T @ x) / np.where(nb > 0, nb, 1)[:, None]
-        d = x - mb[y]
-        m2b = onehot.T @ (d * d)
-        self._combine(nb, mb, m2b)
+        if self.shift is None:
+            self.f = x.shape[1]
+            self.shift = x[0].astype(np.float64)
+            self.s, self.ss = np.zeros((self.k, self.f)), np.zeros((self.k, self.f))
+        d = np.subtract(x, self.shift, dtype=np.float64)  # upcast and shift in one pass
+        onehot = np.zeros((self.k, b))
+        onehot[y, np.arange(b)] = 1.0
+        self.count += onehot.sum(1)
+        self.s += onehot @ d
+        d *= d
+        self.ss += onehot @ d
 
-    def _combine(self, n_b, mean_b, m2_b) -> None:
-        n, self.mean, self.m2 = _chan_merge(self.count[:, None], self.mean, self.m2, n_b[:, None], mean_b, m2_b)
-        self.count = n[:, 0]
-
-    def merge(self, other: "ClassMoments") -> "ClassMoments":
-        if other.mean is None:
+    def merge(self, other: ClassMoments) -> ClassMoments:
+        if other.s is None:
             return self
-        if self.mean is None:
-            self._grow(other.k)
-            self._init(other.f)
         _check_width(self.f, np.empty((0, other.f)), "class moments merge")
         k = max(self.k, other.k)
         self._grow(k)
-        o_n, o_mean, o_m2 = other.count, other.mean, other.m2
-        if other.k < k:
-            pad = k - other.k
-            o_n = np.concatenate([o_n, np.zeros(pad)])
-            o_mean = np.vstack([o_mean, np.zeros((pad, self.f))])
-            o_m2 = np.vstack([o_m2, np.zeros((pad, self.f))])
-        self._combine(o_n, o_mean, o_m2)
+        if self.s is None:
+            self.f, self.shift = other.f, other.shift.copy()
+            self.s, self.ss = np.zeros((self.k, self.f)), np.zeros((self.k, self.f))
+        n_o = np.zeros(k)
+        n_o[:other.k] = other.count
+        s_o, ss_o = np.zeros((k, self.f)), np.zeros((k, self.f))
+        s_o[:other.k], ss_o[:other.k] = _Shifted.rebase(other.count[:, None], other.s, other.ss,
+                                                         other.shift - self.shift)
+        self.count += n_o
+        self.s += s_o
+        self.ss += ss_o
         return self
 
     def finalize(self) -> dict[str, np.ndarray]:
-        if self.mean is None:
+        if self.s is None:
             raise OnnxPruneError("class moments: no samples were accumulated")
         n_c = self.count
         big_n = n_c.sum()
         seen = n_c > 0
         c = int(seen.sum())
-        grand = (n_c[:, None] * self.mean).sum(0) / big_n
-        dev = self.mean - grand
+        safe = np.where(seen, n_c, 1)[:, None]
+        mean_c = self.s / safe  # about the shift
+        grand = self.s.sum(0) / big_n
+        within = np.maximum((self.ss - self.s * mean_c).sum(0), 0.0)
+        dev = mean_c - grand
         between = (n_c[:, None] * dev * dev).sum(0)
-        within = self.m2.sum(0)
         f = np.zeros(self.f)
         if c >= 2 and big_n > c:
             total = between + within
-            const = (total == 0) | (total / big_n <= (CONST_RTOL * np.abs(grand)) ** 2)
+            const = (total == 0) | (total / big_n <= (CONST_RTOL * np.abs(grand + self.shift)) ** 2)
             ms_b = between / (c - 1)
             ms_w = within / (big_n - c)
             with np.errstate(invalid="ignore", divide="ignore"):
                 f = np.where(ms_w > 0, ms_b / np.where(ms_w > 0, ms_w, 1), np.inf)
             f[const] = 0.0
-        return {"n": np.float64(big_n), "f": f, "class_n": n_c.copy(), "class_mean": self.mean.copy()}
+        class_mean = np.where(seen[:, None], mean_c + self.shift, 0.0)
+        return {"n": np.float64(big_n), "f": f, "class_n": n_c.copy(), "class_mean": class_mean}
 
 
 class ZeroCounts:
@@ -235,7 +254,7 @@ class ZeroCounts:
         self.zeros = z if self.zeros is None else self.zeros + z
         self.n += len(a)
 
-    def merge(self, other: "ZeroCounts") -> "ZeroCounts":
+    def merge(self, other: ZeroCounts) -> ZeroCounts:
         if other.zeros is not None:
             _check_width(self.f, np.empty((0, other.f)), "zero counts merge")
             self.f = other.f
@@ -268,7 +287,7 @@ class Gram:
                                  overwrite_c=1)
         self.n += len(x)
 
-    def merge(self, other: "Gram") -> "Gram":
+    def merge(self, other: Gram) -> Gram:
         if other.g is not None:
             _check_width(self.f, np.empty((0, other.f)), "gram merge")
             self.f = other.f
@@ -346,7 +365,7 @@ class Contributions:
         n, self.mean, self.m2 = _chan_merge(self.count[:, None], self.mean, self.m2, nb[:, None], mb, m2b)
         self.count = n[:, 0]
 
-    def merge(self, other: "Contributions") -> "Contributions":
+    def merge(self, other: Contributions) -> Contributions:
         if other.mean.shape != self.mean.shape:
             raise OnnxPruneError("contributions merge: accumulators are for different layers")
         n, self.mean, self.m2 = _chan_merge(self.count[:, None], self.mean, self.m2, other.count[:, None],

@@ -8,11 +8,18 @@ Graph optimisation: the instrumented model runs with ORT_ENABLE_ALL. Requested t
 onnxruntime does not fuse away a node whose output is a graph output (a Conv→BN→ReLU chain whose BN output is tapped
 keeps its BN; fusions elsewhere still apply), so every requested tensor is produced with its unfused value; the
 collector still checks that the session exposes every requested output. ENABLE_ALL measured faster than DISABLE_ALL
-(docs/BENCHMARKS.md, "Statistics pass overhead"), and `optimize="disable"` is available to double-check.
+(docs/BENCHMARKS.md, "Statistics pass overhead"), and `optimize="disable"` is available to double-check (the tests
+compare the two).
+
+Speed: onnxruntime (which releases the GIL) runs batch k+1 while a worker thread feeds batch k to the accumulators
+(at most two batches in flight), and BLAS is pinned to one thread for the pass — the accumulators' GEMMs are small
+and multi-threaded OpenBLAS next to onnxruntime's own threads was several times slower.
 """
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +31,7 @@ from ..errors import OnnxPruneError
 from ..model_io import model_hash
 from ..progress import track
 from ..runtime import make_session, run_batches
+from ._blas import single_threaded_blas
 from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts
 from .instrument import Tap, TensorInfo, following_activation, instrument, layer_info, tensor_infos
 from .store import Stats
@@ -91,6 +99,12 @@ def _features(a: np.ndarray) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
+def _positions(info: TensorInfo) -> int | None:
+    """Number of spatial positions of a (N, C, *spatial) map when all spatial sizes are static."""
+    dims = info.shape[2:]
+    return int(np.prod(dims)) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
+
+
 def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, TensorInfo], n_classes: int) -> _Plan:
     plan = _Plan()
     by_tensor: dict[str, list[Request]] = {}
@@ -111,8 +125,9 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
         if as_map and rank is None:
             raise OnnxPruneError(f"tensor '{tensor}': rank unknown after shape inference; cannot reduce it as a map")
         wanted = frozenset().union(*(r.stats for r in reqs))
+        needs_x = bool(wanted & {"class_moments", "moments", "gram", "contrib"}) or not as_map
         if as_map:
-            x_out = plan.tap(Tap(tensor, "mean"))
+            x_out = plan.tap(Tap(tensor, "mean")) if needs_x else ""
         else:
             x_out = plan.tap(Tap(tensor, "raw"))
         get_x = (lambda o, k=x_out: o[k]) if as_map else (lambda o, k=x_out: _features(o[k]))
@@ -131,8 +146,15 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
         if "moments" in wanted:
             acc = Moments()
             if as_map:
-                s_out = plan.tap(Tap(tensor, "sqsum"))
-                plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x, k=s_out: a.update(g(o), sq=o[k])))
+                positions = _positions(info)
+                if positions:  # static spatial size: Σx² = positions · GAP(x·x), which runs in NCHWc
+                    s_out = plan.tap(Tap(tensor, "sqmean"))
+                    plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x, k=s_out, p=positions:
+                                                  a.update(g(o), sq=o[k].astype(np.float64) * p)))
+                else:
+                    s_out = plan.tap(Tap(tensor, "sqsum"))
+                    plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x, k=s_out:
+                                                  a.update(g(o), sq=o[k])))
             else:
                 plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x: a.update(g(o))))
         if "gram" in wanted:
@@ -190,8 +212,74 @@ def _label_mode(labels: str, data: Dataset) -> str:
     return "predicted"
 
 
+def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str], mode: str, need_pred: bool,
+         first_out: str, batch_size: int, progress: str, total: int, pipeline: bool) -> int:
+    """Run every batch through onnxruntime and the accumulators.
+
+    pipeline=True overlaps the two: a worker thread accumulates batch k while onnxruntime (which releases the GIL)
+    runs batch k+1. The hand-over queue holds at most two batches, so memory stays bounded.
+    """
+    def outputs():
+        n = 0
+        for feed, y in zip(data.batches(batch_size), data.label_batches(batch_size)):
+            outs = next(run_batches(sess, iter([feed]), fetch)) if fetch else []
+            o = dict(zip(fetch, outs))
+            o.update({k: feed[k] for k in from_feed})
+            b = len(next(iter(feed.values())))
+            if n == 0:
+                for name, a in o.items():
+                    if a.ndim == 0 or a.shape[0] != b:
+                        raise OnnxPruneError(f"tensor '{name}' has shape {a.shape}; expected a leading batch axis "
+                                             f"of {b}")
+            if mode == "predicted":
+                y = o[first_out].reshape(b, -1).argmax(1) if need_pred else None
+            n += b
+            yield o, y, b
+
+    def accumulate(o, y) -> None:
+        for bd in plan.bindings:
+            bd.feed(o, y)
+
+    n = 0
+    items = track(outputs(), progress, total=total)
+    if not pipeline:
+        for o, y, b in items:
+            accumulate(o, y)
+            n += b
+        return n
+    q: queue.Queue = queue.Queue(maxsize=1)
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if not failure:
+                try:
+                    accumulate(*item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                    failure.append(e)
+
+    th = threading.Thread(target=worker, name="onnxprune-stats", daemon=True)
+    th.start()
+    try:
+        for o, y, b in items:
+            if failure:
+                break
+            q.put((o, y))
+            n += b
+    finally:
+        q.put(None)
+        th.join()
+    if failure:
+        raise failure[0]
+    return n
+
+
 def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, batch_size: int = 256,
-            labels: str = "auto", optimize: str = DEFAULT_OPTIMIZE, progress: str = "statistics") -> Stats:
+            labels: str = "auto", optimize: str = DEFAULT_OPTIMIZE, progress: str = "statistics",
+            pipeline: bool = True) -> Stats:
     """One onnxruntime pass over `data` → finalized statistics for every request.
 
     labels: "auto" (the data's `y` if present, else the model's predictions), "true" or "predicted" (label-free
@@ -223,21 +311,9 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     if need_pred and first_out not in fetch:
         fetch.append(first_out)
     total = math.ceil(len(data) / batch_size)
-    n = 0
-    for feed, y in track(zip(data.batches(batch_size), data.label_batches(batch_size)), progress, total=total):
-        outs = next(run_batches(sess, iter([feed]), fetch)) if fetch else []
-        o = dict(zip(fetch, outs))
-        o.update({k: feed[k] for k in from_feed})
-        b = len(next(iter(feed.values())))
-        if n == 0:
-            for name, a in o.items():
-                if a.ndim == 0 or a.shape[0] != b:
-                    raise OnnxPruneError(f"tensor '{name}' has shape {a.shape}; expected a leading batch axis of {b}")
-        if mode == "predicted":
-            y = o[first_out].reshape(b, -1).argmax(1) if need_pred else None
-        for bd in plan.bindings:
-            bd.feed(o, y)
-        n += b
+    with single_threaded_blas():
+        n = _run(sess, data, plan, fetch, from_feed, mode, need_pred, first_out, batch_size, progress, total,
+                 pipeline)
     arrays: dict[tuple[str, str], np.ndarray] = {}
     for bd in plan.bindings:
         for k, v in bd.acc.finalize().items():

@@ -5,14 +5,17 @@ A *tap* is one extra graph output computed from an existing tensor:
 | what     | graph                                                    | shape  |
 |----------|----------------------------------------------------------|--------|
 | `raw`    | the tensor itself                                        | as is  |
-| `mean`   | ReduceMean over the spatial axes (2…)                    | (B, C) |
-| `zfrac`  | ReduceMean(Cast(Equal(x, 0))) over the spatial axes      | (B, C) |
-| `sqsum`  | ReduceSumSquare over the spatial axes                    | (B, C) |
-| `active` | ReduceMax over spatial axes of [x in the activation's    | (B, C) |
-|          | non-blind interval] (for ReLU simply ReduceMax(x))       |        |
+| `mean`   | GlobalAveragePool → Flatten (spatial mean)               | (B, C) |
+| `zfrac`  | GlobalAveragePool(Cast(Equal(x, 0))) → Flatten           | (B, C) |
+| `sqmean` | GlobalAveragePool(x·x) → Flatten (× positions = Σx²)     | (B, C) |
+| `sqsum`  | ReduceSumSquare over the spatial axes (dynamic sizes)    | (B, C) |
+| `active` | GlobalMaxPool of [x in the activation's non-blind        | (B, C) |
+|          | interval] (for ReLU simply GlobalMaxPool(x))             |        |
 
-So only (B, C) arrays cross into numpy for conv maps. Opset ≥ 18 reductions take `axes` as an input, older ones as
-an attribute; both are handled.
+So only (B, C) arrays cross into numpy for conv maps. Global pooling is used instead of ReduceMean/ReduceMax because
+onnxruntime runs it on its blocked NCHWc layout: the tapped map of a fused NCHWc Conv is then not reordered back to
+NCHW in full (measured: ~1.15× instead of ~1.5× plain inference on ResNet-20 for the F-screen taps). Opset ≥ 18
+reductions take `axes` as an input, older ones as an attribute; both are handled.
 """
 from __future__ import annotations
 
@@ -119,12 +122,16 @@ def opset(model: onnx.ModelProto) -> int:
 
 # ---------------------------------------------------------------- layers and the activation that follows them
 def following_activation(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[str, str, float, float] | None:
-    """(pre-activation tensor, activation op, lo, hi) for the activation right after a layer, or None.
+    """(activation output tensor, activation op, lo, hi) for the activation right after a layer, or None.
 
     Walks single-consumer chains through BatchNormalization and elementwise Add/Sub/Mul/Div with a constant operand
-    (bias / per-channel affine), then expects a ReLU-like op. (lo, hi) is the interval where the activation's
-    derivative is non-zero: ReLU (0, ∞); Clip (min, max); HardSigmoid (−β/α, (1−β)/α). A residual Add (non-constant
-    second operand) or any other op ends the walk: None, and every sample is kept.
+    (bias / per-channel affine), then expects a ReLU-like op. A residual Add (non-constant second operand) or any
+    other op ends the walk: None, and every sample is kept.
+
+    The blind range is tested on the activation's *output* y, which is equivalent and cheaper than fetching the
+    pre-activation p: the derivative is non-zero exactly when lo < y < hi — ReLU y > 0 ⇔ p > 0; Clip(min, max)
+    min < y < max ⇔ min < p < max; HardSigmoid 0 < y < 1 ⇔ p unsaturated. The output is usually tapped anyway (it is
+    the next layer's input), and tapping the pre-activation would stop onnxruntime fusing Conv+ReLU.
     """
     cons = consumers(model)
     inits = {t.name for t in model.graph.initializer}
@@ -136,23 +143,21 @@ def following_activation(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[
             return None
         n = nxt[0]
         if n.op_type == "Relu":
-            return t, "Relu", 0.0, math.inf
+            return n.output[0], "Relu", 0.0, math.inf
         if n.op_type == "Clip":
-            lo = _const(model, n.input[1]) if len(n.input) > 1 and n.input[1] else None
-            hi = _const(model, n.input[2]) if len(n.input) > 2 and n.input[2] else None
             if opset(model) < 11:
                 lo, hi = _attr(n, "min", None), _attr(n, "max", None)
+            else:
+                has_lo, has_hi = len(n.input) > 1 and n.input[1], len(n.input) > 2 and n.input[2]
+                lo = _const(model, n.input[1]) if has_lo else None
+                hi = _const(model, n.input[2]) if has_hi else None
+                if (has_lo and lo is None) or (has_hi and hi is None):
+                    return None  # dynamic bounds: unknown blind range
             lo_f = -math.inf if lo is None else float(np.asarray(lo).reshape(-1)[0])
             hi_f = math.inf if hi is None else float(np.asarray(hi).reshape(-1)[0])
-            if (len(n.input) > 1 and n.input[1] and lo is None) or (len(n.input) > 2 and n.input[2] and hi is None):
-                return None  # dynamic bounds: unknown blind range
-            return t, "Clip", lo_f, hi_f
+            return n.output[0], "Clip", lo_f, hi_f
         if n.op_type == "HardSigmoid":
-            a, b = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
-            if a == 0:
-                return None
-            lo, hi = sorted((-b / a, (1 - b) / a))
-            return t, "HardSigmoid", lo, hi
+            return n.output[0], "HardSigmoid", 0.0, 1.0
         if n.op_type == "BatchNormalization" or (
                 n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2
                 and all(i == t or i in inits for i in n.input) and any(i in inits for i in n.input)):
@@ -256,6 +261,12 @@ def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorI
         else:
             g.node.append(helper.make_node(op, [x], [out], axes=list(axes), keepdims=0))
 
+    def pool(x: str, out: str, op: str = "GlobalAveragePool") -> None:
+        # Global{Average,Max}Pool + Flatten rather than ReduceMean/Max: onnxruntime runs global pooling on its blocked
+        # NCHWc layout, so a tapped map produced by a fused NCHWc Conv is not reordered back to NCHW in full.
+        g.node.append(helper.make_node(op, [x], [f"{out}/gap"]))
+        g.node.append(helper.make_node("Flatten", [f"{out}/gap"], [out], axis=1))
+
     for tap in taps:
         out = tap.output
         if out in have:
@@ -274,17 +285,20 @@ def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorI
                                      f"got {'unknown rank' if info.rank is None else f'rank {info.rank}'}")
             axes = tuple(range(2, info.rank))
             if tap.what == "mean":
-                reduce("ReduceMean", tap.tensor, axes, out)
+                pool(tap.tensor, out)
             elif tap.what == "sqsum":
                 reduce("ReduceSumSquare", tap.tensor, axes, out)
+            elif tap.what == "sqmean":
+                g.node.append(helper.make_node("Mul", [tap.tensor, tap.tensor], [f"{out}/sq"]))
+                pool(f"{out}/sq", out)
             elif tap.what == "zfrac":
                 eq, cast = f"{out}/eq", f"{out}/cast"
                 g.node.append(helper.make_node("Equal", [tap.tensor, scalar(info.elem_type, 0.0)], [eq]))
                 g.node.append(helper.make_node("Cast", [eq], [cast], to=info.elem_type))
-                reduce("ReduceMean", cast, axes, out)
+                pool(cast, out)
             elif tap.what == "active":
                 if tap.lo == 0.0 and tap.hi == math.inf:  # ReLU: active somewhere iff max > 0
-                    reduce("ReduceMax", tap.tensor, axes, out)
+                    pool(tap.tensor, out, "GlobalMaxPool")
                 else:
                     parts = []
                     if tap.lo > -math.inf:
@@ -301,9 +315,10 @@ def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorI
                     else:
                         raise OnnxPruneError(f"tensor '{tap.tensor}': empty blind range for an activity tap")
                     g.node.append(helper.make_node("Cast", [cond], [f"{out}/cast"], to=info.elem_type))
-                    reduce("ReduceMax", f"{out}/cast", axes, out)
+                    pool(f"{out}/cast", out, "GlobalMaxPool")
             else:  # pragma: no cover - internal
                 raise ValueError(tap.what)
             g.output.append(helper.make_tensor_value_info(out, info.elem_type, None))
         have.add(out)
     return m
+

@@ -3,15 +3,17 @@
 Layers are Gemm (constant weight, transA=0), MatMul with a constant 2-D weight, and Conv with a constant weight.
 Their *data inputs* are requested as "features" (Gemm/MatMul) or "channels" (Conv; per-sample channel means).
 *Channel producers* are Conv layers (and Gemm/MatMul neurons): the tensor requested for them is the end of the
-single-consumer chain layer → [BatchNormalization | per-channel constant Add/Sub/Mul/Div]* → [activation], i.e. the
-channel as its consumers see it. A chain that ends in a graph output (the logits) is not requested.
+single-consumer chain layer → [BatchNormalization | per-channel constant Add/Sub/Mul/Div | residual Add]* →
+[activation], i.e. the channel as its consumers see it (for the last conv of a residual block that is the post-Add
+activation its whole coupled group shares — tapping the BN output before the Add would also block onnxruntime's
+Conv+Add+ReLU fusion and cost ~20 % extra time). A chain that ends in a graph output (the logits) is not requested.
 
 | criterion | requests                                                                              |
 |-----------|---------------------------------------------------------------------------------------|
 | fscreen   | class_moments of every layer input (weight-level F) and of every producer output (CLS) |
 | apoz      | zeros of every producer output                                                        |
 | wanda     | moments (mean, var, sqnorm) of every layer input                                      |
-| ri        | contrib of every layer (input tensor + layer name; the pre-activation is added)       |
+| ri        | contrib of every layer (input tensor + layer name; the activation output is tapped)   |
 | gram      | gram of every Gemm/MatMul input (Conv reconstruction streams full maps instead)       |
 | all       | all of the above                                                                      |
 """
@@ -57,10 +59,10 @@ def producer_output(model: onnx.ModelProto, node: onnx.NodeProto) -> str:
         n = nxt[0]
         if n.op_type in ACTIVATIONS:
             return n.output[0]
-        if n.op_type == "BatchNormalization" or (
-                n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2
+        if n.op_type == "BatchNormalization" or (n.op_type == "Add" and len(n.input) == 2) or (
+                n.op_type in ("Sub", "Mul", "Div") and len(n.input) == 2
                 and all(i == t or i in inits for i in n.input) and any(i in inits for i in n.input)):
-            t = n.output[0]
+            t = n.output[0]  # BN, bias / per-channel affine, or a residual Add: consumers see what comes after
             continue
         break
     return t

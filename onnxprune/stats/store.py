@@ -101,7 +101,7 @@ class Stats:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Stats":
+    def load(cls, path: str | os.PathLike) -> Stats:
         p = Path(path)
         if not p.is_file():
             raise OnnxPruneError(f"{p}: no such statistics file")
