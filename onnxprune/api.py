@@ -75,9 +75,10 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta:
     from .plan import PruneSettings
 
     m = as_model(model)
-    return run(m, as_dataset(calib, m), settings or PruneSettings(), parse_grid(grid), eps, delta,
+    settings = settings or PruneSettings()
+    return run(m, as_dataset(calib, m), settings, parse_grid(grid), eps, delta,
                cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
-               pvalue=pvalue, control=control)
+               pvalue=pvalue, control=control, reconstruct=settings.reconstruct)
 
 
 def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | Path | Dataset | None = None,

@@ -155,7 +155,10 @@ def _quantize(result: CompressResult, pruned: onnx.ModelProto, calib: Dataset, e
         def get_next(self):
             return next(self.it, None)
 
+    import logging
+
     q_out = result.output.with_name(result.output.stem + ".int8.onnx")
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's generic pre-processing advice is not actionable here
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "pruned.onnx"
         src.write_bytes(serialize(pruned))

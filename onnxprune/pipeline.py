@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import onnx
@@ -36,13 +36,14 @@ class Prepared:
     settings: PruneSettings
     scores: object
     label_mode: str | None
+    data: Dataset | None = None  # the calibration data the scores came from; reconstruction re-uses it
 
     def build(self, ratio: float, data: Dataset | None = None, reconstruct: bool | None = None
               ) -> tuple[onnx.ModelProto, Plan]:
         mod = module_for(self.settings.mode)
         plan = mod.select(self.model, self.scores, ratio, self.settings)
         recon = (self.settings.reconstruct if reconstruct is None else reconstruct) and ratio > 0
-        return _materialise(mod, self.model, plan, data, self.settings, recon), plan
+        return _materialise(mod, self.model, plan, data if data is not None else self.data, self.settings, recon), plan
 
 
 @dataclass
@@ -67,7 +68,7 @@ def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings)
     """The whole chain for one ratio: statistics → scores → plan → pruned (and re-fitted) model → report."""
     prepared = prepare(model, data, settings)
     pruned, plan = prepared.build(settings.ratio, data)
-    mod = module_for(settings.mode)
+    mod = module_for(prepared.settings.mode)
     return PruneResult(pruned, plan, mod.report(model, pruned, plan, getattr(prepared.scores, "notes", [])))
 
 
@@ -86,6 +87,8 @@ def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneRes
 
 
 def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> Prepared:
+    if data is None and settings.reconstruct:  # reconstruction is the default, but it needs data
+        settings = replace(settings, reconstruct=False)
     mod = module_for(settings.mode)
     reqs = mod.requests(model, settings)
     stats = None
@@ -94,4 +97,4 @@ def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSetting
             raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
         stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
     scores = mod.score(model, stats, settings)
-    return Prepared(model, settings, scores, None if stats is None else stats.label_mode)
+    return Prepared(model, settings, scores, None if stats is None else stats.label_mode, data)

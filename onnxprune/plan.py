@@ -34,7 +34,7 @@ class PruneSettings:
     min_keep: float = 0.02  # minimum fraction kept per layer / group, so nothing is emptied
     min_channels: int = 1
     round_to: int = 8  # structured: kept channel counts rounded to multiples of this (1 disables)
-    reconstruct: bool = False
+    reconstruct: bool = True  # least-squares re-fit after pruning; switched off automatically without data
     ridge: float = 1e-3  # relative ridge term of least-squares reconstruction
     labels: Literal["auto", "true", "predicted"] = "auto"
     batch_size: int = 256

@@ -69,7 +69,8 @@ def print_summary(r: CompressResult) -> None:
     for n in r.notes:
         info(f"note: {n}")
     if r.skipped:
-        info(f"left alone: {len(r.skipped)} group(s) — " + "; ".join(f"{g}: {why}" for g, why in r.skipped[:5])
+        info(f"left alone: {len(r.skipped)} group(s) — " + "; ".join(why if why == g else f"{g}: {why}"
+                                                                      for g, why in r.skipped[:5])
              + (" …" if len(r.skipped) > 5 else ""))
     rows = [[x["metric"], x["before"], x["after"],
              f"{x['speedup']:.2f}x faster" if "speedup" in x else (fmt(x["ratio"]) if x["ratio"] is not None

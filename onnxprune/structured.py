@@ -8,6 +8,12 @@ conv feeding one residual chain). Its channel score aggregates over the group's 
 the mean |γ| over its BatchNorms (or, without BN, the mean L1 norm of its producing filters), the mean F over the
 tensors its consumers read, the mean activity (1 − APoZ) over those tensors. The mean keeps a group that spans
 many layers comparable with a single-layer group.
+
+Global selection compares channels of different groups, so magnitudes must share a scale. BN γ already do (BN
+normalises the activations; network slimming ranks raw γ globally). Filter norms do not (they grow with fan-in and
+differ per layer), so a group without BN gets its filter L1 norms divided by the group's mean norm and, when the
+model also has BN groups, multiplied by the median |γ| of all BN channels. The explicit `l1` / `l2` criteria use
+the per-group mean normalisation for every group (as Torch-Pruning's global pruning does).
 """
 from __future__ import annotations
 
@@ -103,7 +109,7 @@ def score(model: onnx.ModelProto, stats: Stats | None, settings: PruneSettings) 
         raise OnnxPruneError("no prunable channel groups in this model" +
                              (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     crit = settings.criterion
-    mag = [_magnitude(model, g, p=2 if crit == "l2" else 1, prefer_bn=crit not in ("l1", "l2")) for g in groups]
+    mag = _comparable_magnitudes(model, groups, p=2 if crit == "l2" else 1, prefer_bn=crit not in ("l1", "l2"))
     if crit in ("bn", "l1", "l2"):
         per = mag
     elif crit == "fscreen":
@@ -117,11 +123,24 @@ def score(model: onnx.ModelProto, stats: Stats | None, settings: PruneSettings) 
                   None if stats is None else stats.label_mode)
 
 
-def _magnitude(model: onnx.ModelProto, g: ChannelGroup, p: int, prefer_bn: bool) -> np.ndarray:
-    """Mean |γ| over the group's BNs; without BN (or for l1/l2) the producing filters' L_p norm, averaged."""
-    gammas = [np.abs(v) for v in bn_scales(model, g)]
-    if prefer_bn and gammas:
-        return np.nanmean(np.stack(gammas), axis=0)
+def _comparable_magnitudes(model: onnx.ModelProto, groups: list[ChannelGroup], p: int, prefer_bn: bool
+                           ) -> list[np.ndarray]:
+    """Per group, channel magnitudes on one scale across groups (see the module docstring)."""
+    gammas = [bn_scales(model, g) if prefer_bn else [] for g in groups]
+    bn = {i: np.nanmean(np.abs(np.stack(gs)), axis=0) for i, gs in enumerate(gammas) if gs}
+    scale = float(np.median(np.concatenate(list(bn.values())))) if bn else 1.0
+    out = []
+    for i, g in enumerate(groups):
+        if i in bn:
+            out.append(bn[i])
+            continue
+        norms = _filter_norms(model, g, p)
+        out.append(norms / max(float(norms.mean()), 1e-12) * scale)
+    return out
+
+
+def _filter_norms(model: onnx.ModelProto, g: ChannelGroup, p: int) -> np.ndarray:
+    """The producing filters' L_p norm per channel, averaged over the group's producers."""
     n_prod = max(1, len(g.producers))
     if p == 1:
         return producer_l1(model, g) / n_prod

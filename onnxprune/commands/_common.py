@@ -89,7 +89,9 @@ def pruning_options(f):
                      help="Minimum kept fraction per layer / group."),
         click.option("--round-to", type=click.IntRange(1), default=8, show_default=True,
                      help="Structured: keep channel counts multiples of N (onnxruntime fast kernels)."),
-        click.option("--reconstruct", is_flag=True, help="Least-squares re-fit of kept weights from calibration data."),
+        click.option("--reconstruct/--no-reconstruct", default=True, show_default=True,
+                     help="Least-squares re-fit of the kept weights (and biases) from the calibration data, layer by "
+                          "layer; skipped when no calibration data is given."),
         click.option("--labels", type=click.Choice(["auto", "true", "predicted"]), default="auto", show_default=True,
                      help="Class labels for statistics: y from the data, or the dense model's predictions."),
         click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1)),
