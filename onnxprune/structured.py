@@ -303,7 +303,7 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
     order = [n.name for n in dense.graph.node if n.name in targets and _refittable(n)]
     if not order:
         return validate(model)
-    sub = data.subset(np.arange(min(RECON_SAMPLES, len(data))))
+    sub = data.subset(np.unique(np.linspace(0, len(data) - 1, min(RECON_SAMPLES, len(data))).astype(int)))
     rng = np.random.default_rng(settings.seed)
     nodes_d = {name: _node(dense, name) for name in order}
     # one dense pass: every layer's targets at its sampled output positions (kept output channels only)
