@@ -58,6 +58,17 @@ def main() -> None:
         c = count(model)
         nodes = sorted({n.op_type for n in onnx.load(out).graph.node})
         print(f"{name}: accuracy {acc:.4f}, params {c.params:,}, MACs {c.macs:,}, max |torch - ort| {r.max_abs_diff:.2g}")
+        recipe = (f"SGD Nesterov momentum 0.9, one-cycle LR (peak {meta['peak_lr']}), weight decay "
+                  f"{meta['weight_decay']}, batch {meta['batch']}, {meta['epochs']} epochs, seed {meta['seed']}, CPU")
+        train_cmd = f"`{meta['command'].replace('DIR', '../shared/data')}`"
+        if "previous_stage" in meta:
+            first = meta["previous_stage"]
+            recipe = (f"SGD Nesterov momentum 0.9, weight decay {meta['weight_decay']}, batch {meta['batch']}, seed "
+                      f"{meta['seed']}, CPU: a one-cycle run of {first['epochs']} epochs (peak LR {first['peak_lr']}; "
+                      f"{first['torch_test_accuracy']:.4f} test), then a second one-cycle of {meta['epochs']} epochs "
+                      f"(peak LR {meta['peak_lr']}) from those weights")
+            train_cmd = (f"`{first['command'].replace('DIR', '../shared/data')}` then "
+                         f"`{meta['command'].replace('DIR', '../shared/data')}`")
         cards.append(f"""## `models/{fname}`
 
 {desc}.
@@ -65,8 +76,8 @@ def main() -> None:
 | | |
 |---|---|
 | data | {'MNIST: trained on the 50k train split (random ±2 px shifts)' if meta['dataset'] == 'mnist' else 'CIFAR-10 (JPEG copies): trained on 45k train images (5k held out as calibration data), random crop (pad 4) + horizontal flip'} |
-| recipe | SGD Nesterov momentum 0.9, one-cycle LR (peak {meta['peak_lr']}), weight decay {meta['weight_decay']}, batch {meta['batch']}, {meta['epochs']} epochs, seed {meta['seed']}, 2 CPU threads |
-| train command | `{meta['command'].replace('DIR', '../shared/data')}` |
+| recipe | {recipe} |
+| train command | {train_cmd} |
 | export command | `onnxprune export models/archs.py:{name} --weights models/weights/{name}.pt --input-shape {shape} -o models/{fname}` |
 | input | `input`: float32 (N,{shape.split(',', 1)[1]}) raw pixels 0–255 (normalisation is inside the graph); output `logits` (N,10) |
 | **test accuracy** | **{acc:.4f}** on `calib_data/{eval_set}` ({'MNIST test' if 'mnist' in eval_set else 'CIFAR-10 test'}, 10,000 images) — `onnxprune eval models/{fname} --data calib_data/{eval_set}` |

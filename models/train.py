@@ -66,15 +66,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-dir", default=str(datasets.cache_dir() / "train"))
+    ap.add_argument("--init", help="start from these weights (a second, short cycle: fine-tuning)")
+    ap.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     dataset, epochs, lr, wd = RECIPES[args.name]
     epochs = args.epochs or epochs
+    lr = args.lr or lr
     d = datasets.load_mnist(args.data) if dataset == "mnist" else datasets.load_cifar10(args.data)
     x_tr, y_tr = torch.from_numpy(d["x_train"]).float(), torch.from_numpy(d["y_train"])
-    model = archs.FACTORIES[args.name]().to(memory_format=torch.channels_last)
+    model = archs.FACTORIES[args.name]()
+    if args.init:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
+    model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}],
@@ -82,7 +88,7 @@ def main() -> None:
     steps = (len(x_tr) // args.batch) * epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     gen = torch.Generator().manual_seed(args.seed)
-    ckpt = Path(args.ckpt_dir) / f"{args.name}_s{args.seed}_e{epochs}.pt"
+    ckpt = Path(args.ckpt_dir) / f"{args.name}_s{args.seed}_e{epochs}{'_ft' if args.init else ''}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = 0
     if ckpt.exists():
@@ -119,9 +125,14 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     model = model.to(memory_format=torch.contiguous_format)
     torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, out / f"{args.name}.pt")
+    command = f"python models/train.py {args.name} --data DIR --epochs {epochs} --seed {args.seed}"
+    if args.init:
+        command = f"{command} --init models/weights/{args.name}.pt --lr {lr}"
     meta = {"name": args.name, "dataset": dataset, "epochs": epochs, "batch": args.batch, "peak_lr": lr,
-            "weight_decay": wd, "seed": args.seed, "torch_test_accuracy": test_acc,
-            "command": f"python models/train.py {args.name} --data DIR --epochs {epochs} --seed {args.seed}"}
+            "weight_decay": wd, "seed": args.seed, "torch_test_accuracy": test_acc, "command": command}
+    prev = out / f"{args.name}.json"
+    if args.init and prev.exists():  # keep the first stage in the record
+        meta["previous_stage"] = json.loads(prev.read_text())
     (out / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"{args.name} test accuracy {test_acc:.4f}", flush=True)
 
