@@ -92,6 +92,9 @@ def peer_row(model, ratio: float, evald, c0, runs: int) -> str:
         pruned = peer.apply_structured_pruning(model, sparsity=ratio, importance_norm="l2", global_sparsity=True)
         acc = evaluate(pruned, evald).accuracy
         c = count(pruned)
+        if c.params == c0.params and c.macs == c0.macs:
+            return (f"| {ratio:.1f} | onnxsim 0.8.1 structured (L2, global) | {acc:.4f} (unchanged: no channel it "
+                    f"can remove) | - | 1.000 | 1.000 | - | - | - | - | 1.00× |")
         p1, s1, pd, sd = latency(model, pruned, runs)
         return (f"| {ratio:.1f} | onnxsim 0.8.1 structured (L2, global) | {acc:.4f} | - | {c.params / c0.params:.3f} | "
                 f"{c.macs / c0.macs:.3f} | {p1:.3f} | {s1:.2f}× | {pd:.3f} | {sd:.2f}× | {c0.macs / c.macs:.2f}× |")

@@ -279,6 +279,13 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np
     return rng.standard_normal(shape).astype(dt)
 
 
+def model_info(model: ModelSource, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelInfo:
+    """Size (raw and zlib), params and batch-1 MACs of one model, without timing it."""
+    proto, src = _load(model)
+    name = str(model) if isinstance(model, (str, Path)) else proto.graph.name
+    return _info(name, proto, src, {k: v[0] for k, v in fixed_shapes(proto, shapes).items()})
+
+
 def _info(name: str, proto: onnx.ModelProto, src: str | bytes, shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
     c = count(_with_input_shapes(proto, shapes))
     data = Path(src).read_bytes() if isinstance(src, str) else src

@@ -37,6 +37,7 @@ class CompressResult:
     bench: object | None  # bench.BenchResult (dense vs pruned), None with --no-bench
     kept: dict[str, tuple[int, int]]  # layer or group → (kept, total)
     skipped: list[tuple[str, str]]
+    infos: tuple = ()  # bench.ModelInfo of (dense, pruned): sizes, params, MACs — always measured
     certification: object | None = None  # certification.CertifyRun when --tolerance was given
     sweep: list[dict] = field(default_factory=list)  # quick accuracy-vs-ratio sweep for the report
     extras: dict[str, Path] = field(default_factory=dict)  # int8 / ort outputs
@@ -112,9 +113,10 @@ def compress(model_path: str | Path, *, output: str | Path | None = None, calib:
         result.extras["ort"] = _to_ort(out)
     if sweep:
         result.sweep = quick_sweep(prepared, evald, model, settings)
-    if bench:
-        from .bench import benchmark
+    from .bench import benchmark, model_info
 
+    result.infos = (model_info(model_path), model_info(out))
+    if bench:
         result.bench = benchmark(model_path, out, threads="both", runs=bench_runs, seconds=bench_seconds)
     if settings.mode == "unstructured":
         notes.append("unstructured zeros shrink the compressed file but give no onnxruntime speed-up")

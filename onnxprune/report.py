@@ -18,8 +18,8 @@ def summary_rows(r: CompressResult) -> list[dict]:
     """metric, before, after, ratio (after/before, or before/after for latency = speed-up)."""
     rows: list[dict] = []
     acc_name = "accuracy" if r.dense_eval.accuracy is not None else None
-    if r.bench is not None:
-        a, b = r.bench.models
+    if r.infos:
+        a, b = r.infos
         rows += [_row("params", a.params, b.params), _row("MACs", a.macs, b.macs),
                  _row("file size (bytes)", a.size_bytes, b.size_bytes),
                  _row("file size zlib (bytes)", a.compressed_bytes, b.compressed_bytes)]
