@@ -106,7 +106,7 @@ def compress(model_path: str | Path, *, output: str | Path | None = None, calib:
     mod_kept = _kept(settings.mode, prepared.scores, plan)
     result = CompressResult(model_path, out, settings, plan, str(calib_path), str(evald.source), eval_path is None,
                             dense_eval, pruned_eval, prepared.label_mode, None, mod_kept,
-                            list(getattr(prepared.scores, "skipped", [])), cert_run, notes=notes)
+                            list(getattr(prepared.scores, "skipped", [])), certification=cert_run, notes=notes)
     if quantize:
         _quantize(result, pruned, data, evald, model)
     if ort_format:
