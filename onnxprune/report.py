@@ -151,7 +151,8 @@ def _plots(r: CompressResult, d: dict, out: Path) -> list[Path]:
         frac = [k / t for k, t in r.kept.values()]
         fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(names)), 4))
         ax.bar(range(len(names)), frac, color="tab:blue")
-        ax.set_xticks(range(len(names)), [n[-18:] for n in names], rotation=90, fontsize=7)
+        labels = [n.rsplit("/", 1)[0] if n.count("/") > 1 else n for n in names]  # drop the trailing op name
+        ax.set_xticks(range(len(names)), labels, rotation=90, fontsize=6)
         ax.set(ylim=(0, 1.05), ylabel="kept fraction", title="kept fraction per layer / channel group")
         fig.tight_layout()
         files.append(_save(fig, out / "kept_per_layer.png"))
