@@ -14,7 +14,7 @@ import onnx
 
 from .data import Dataset, discover, load_dataset
 from .errors import OnnxPruneError
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, predict
 from .model_io import load_model, save_model, serialize, validate
 from .pipeline import prepare
 from .plan import Plan, PruneSettings
@@ -101,18 +101,19 @@ def compress(model_path: str | Path, *, output: str | Path | None = None, calib:
     pruned = validate(pruned)
     save_model(pruned, out, inputs=(model_path,))
 
-    dense_eval = evaluate(model, evald, batch_size=settings.batch_size)
-    pruned_eval = evaluate(pruned, evald, reference=model, batch_size=settings.batch_size)
+    dense_pred = predict(model, evald, settings.batch_size, "dense model")  # once: every comparison reuses it
+    dense_eval = EvalResult(len(evald), float((dense_pred == evald.labels).mean()) if evald.labelled else None, None)
+    pruned_eval = evaluate(pruned, evald, reference=dense_pred, batch_size=settings.batch_size)
     mod_kept = _kept(settings.mode, prepared.scores, plan)
     result = CompressResult(model_path, out, settings, plan, str(calib_path), str(evald.source), eval_path is None,
                             dense_eval, pruned_eval, prepared.label_mode, None, mod_kept,
                             list(getattr(prepared.scores, "skipped", [])), certification=cert_run, notes=notes)
     if quantize:
-        _quantize(result, pruned, data, evald, model)
+        _quantize(result, pruned, data, evald, dense_pred)
     if ort_format:
         result.extras["ort"] = _to_ort(out)
     if sweep:
-        result.sweep = quick_sweep(prepared, evald, model, settings)
+        result.sweep = quick_sweep(prepared, evald, dense_pred, settings)
     from .bench import benchmark, model_info
 
     result.infos = (model_info(model_path), model_info(out))
@@ -131,20 +132,21 @@ def _kept(mode: str, scores: object, plan: Plan) -> dict[str, tuple[int, int]]:
     return {name: (int(m.sum()), int(m.size)) for name, m in sorted(plan.masks.items())}
 
 
-def quick_sweep(prepared, evald: Dataset, dense: onnx.ModelProto, settings: PruneSettings,
+def quick_sweep(prepared, evald: Dataset, dense_pred: np.ndarray, settings: PruneSettings,
                 ratios: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), limit: int = 2000) -> list[dict]:
     """Accuracy against ratio from the same scores (no reconstruction), on at most `limit` evaluation samples."""
-    sub = evald.subset(np.arange(min(limit, len(evald))))
+    idx = np.arange(min(limit, len(evald)))
+    sub, ref = evald.subset(idx), dense_pred[idx]
     rows = []
     for r in ratios:
-        cand = dense if r == 0 else prepared.build(r, reconstruct=False)[0]
-        e = evaluate(cand, sub, reference=dense, batch_size=settings.batch_size)
+        cand = prepared.model if r == 0 else prepared.build(r, reconstruct=False)[0]
+        e = evaluate(cand, sub, reference=ref, batch_size=settings.batch_size)
         rows.append({"ratio": r, "accuracy": e.accuracy, "agreement": e.agreement, "n": e.n})
     return rows
 
 
 def _quantize(result: CompressResult, pruned: onnx.ModelProto, calib: Dataset, evald: Dataset,
-              dense: onnx.ModelProto) -> None:
+              dense_pred: np.ndarray) -> None:
     """Static int8 (QDQ, per-channel) with onnxruntime.quantization, re-calibrated on the calibration data."""
     import tempfile
 
@@ -167,7 +169,7 @@ def _quantize(result: CompressResult, pruned: onnx.ModelProto, calib: Dataset, e
         quantize_static(str(src), str(q_out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     result.extras["int8"] = q_out
-    result.extra_evals["int8"] = evaluate(onnx.load(q_out), evald, reference=dense)
+    result.extra_evals["int8"] = evaluate(onnx.load(q_out), evald, reference=dense_pred)
 
 
 def _to_ort(path: Path) -> Path:

@@ -31,11 +31,13 @@ def predict(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: 
     return np.concatenate(out)
 
 
-def evaluate(model: onnx.ModelProto, data: Dataset, reference: onnx.ModelProto | None = None,
+def evaluate(model: onnx.ModelProto, data: Dataset, reference: onnx.ModelProto | np.ndarray | None = None,
              batch_size: int = 256) -> EvalResult:
+    """`reference` is a model, or its predictions on `data` (so a caller comparing many models runs it once)."""
     pred = predict(model, data, batch_size)
     acc = float((pred == data.labels).mean()) if data.labelled else None
     agree = None
     if reference is not None:
-        agree = float((pred == predict(reference, data, batch_size, "reference")).mean())
+        ref = reference if isinstance(reference, np.ndarray) else predict(reference, data, batch_size, "reference")
+        agree = float((pred == ref).mean())
     return EvalResult(len(data), acc, agree)

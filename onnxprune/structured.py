@@ -27,6 +27,7 @@ from .criteria import fscreen
 from .criteria import relative_importance as ri_crit
 from .data import Dataset
 from .errors import OnnxPruneError
+from .graph.ops import attr
 from .graph.groups import ChannelGroup, _channel_vector, analyse, bn_scales, node_names, producer_l1
 from .graph.rewrite import remove_channels
 from .model_io import initializer_map, model_hash
@@ -246,10 +247,8 @@ def apply(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
 def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
     """Per channel group: channels and kept; totals; parameter, MAC and file-size changes (same keys as the
     unstructured report, with channels as the unit)."""
-    import zlib
-
     from .graph.count import count
-    from .model_io import serialize
+    from .model_io import size_report
 
     groups = {g.id: g for g in analyse(dense) if g.prunable}
     rows = [{"layer": gid, "weight": gid, "op": "channels", "weights": g.size,
@@ -259,14 +258,12 @@ def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: l
             for gid, g in groups.items()]
     total, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
     c0, c1 = count(dense), count(pruned)
-    d_raw, p_raw = serialize(dense), serialize(pruned)
     skipped = [g.reason if g.reason == g.id else f"{g.id}: {g.reason}" for g in analyse(dense) if not g.prunable]
     return {
         "criterion": plan.settings.get("criterion"), "ratio": plan.settings.get("ratio"), "unit": "channels",
         "layers": rows, "sparsity": 1.0 - kept / max(total, 1), "weights": total, "kept": kept,
         "params": {"dense": c0.params, "pruned": c1.params}, "macs": {"dense": c0.macs, "pruned": c1.macs},
-        "size": {"dense_raw": len(d_raw), "dense_zlib": len(zlib.compress(d_raw, 9)),
-                 "pruned_raw": len(p_raw), "pruned_zlib": len(zlib.compress(p_raw, 9))},
+        "size": size_report(dense, pruned),
         "notes": list(notes) + [f"left alone: {s}" for s in skipped],
     }
 
@@ -366,11 +363,10 @@ def _kept_outputs(groups: dict[str, ChannelGroup], plan: Plan, node: str) -> np.
 
 
 def _refittable(node: onnx.NodeProto) -> bool:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv":
-        return attrs.get("group", 1) == 1 and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        return attr(node, "group", 1) == 1 and attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
     if node.op_type == "Gemm":
-        return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        return attr(node, "alpha", 1.0) == 1.0 and attr(node, "beta", 1.0) == 1.0 and not attr(node, "transA", 0)
     return node.op_type == "MatMul"
 
 
@@ -390,11 +386,10 @@ def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, pos: np.ndarray 
     """Input rows matching `_rows`: im2col patches at the sampled positions for Conv, feature rows otherwise."""
     if node.op_type != "Conv":
         return x.reshape(-1, x.shape[-1]).astype(np.float32)
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     kh, kw = w.shape[2:]
-    sh, sw = attrs.get("strides", [1, 1])
-    dh, dw = attrs.get("dilations", [1, 1])
-    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    sh, sw = attr(node, "strides", [1, 1])
+    dh, dw = attr(node, "dilations", [1, 1])
+    pt, pl, pb, pr = attr(node, "pads", [0, 0, 0, 0])
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
@@ -406,10 +401,9 @@ def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, pos: np.ndarray 
 def _write_back(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wb: np.ndarray, set_init) -> None:
     """Store the fitted weights in the node's layout and its bias (adding a bias input to a bias-free Conv)."""
     weights, bias = wb[:, :-1], wb[:, -1]
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv":
         new_w = weights.reshape(w.shape)
-    elif node.op_type == "Gemm" and attrs.get("transB", 0):
+    elif node.op_type == "Gemm" and attr(node, "transB", 0):
         new_w = weights
     else:  # Gemm without transB and MatMul keep W as (in, out)
         new_w = weights.T

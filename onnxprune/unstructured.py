@@ -10,7 +10,6 @@ the *compressed* file; onnxruntime runs dense kernels, so they buy no speed.
 from __future__ import annotations
 
 import copy
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,10 +20,10 @@ from .criteria import activation_aware, apoz, fscreen, magnitude, relative_impor
 from .data import Dataset
 from .errors import OnnxPruneError
 from .layers import Layer, linear_form, prunable_layers, protected
-from .model_io import initializer_map, model_hash, serialize, set_initializer, validate
+from .model_io import initializer_map, model_hash, set_initializer, size_report, validate
 from .plan import Plan, PruneSettings
 from .reconstruct import PairedGram, refit_linear
-from .stats import Request, Stats, collect, stream
+from .stats import Request, Stats, stream
 
 CRITERIA = ("magnitude", "fscreen", "ri", "wanda", "apoz")
 _NEEDS = {"fscreen": "class_moments", "wanda": "moments", "apoz": "zeros", "ri": "contrib"}
@@ -319,7 +318,6 @@ def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: l
         if L.weight in plan.masks:
             cand[0] += L.size
             cand[1] += kept
-    d_raw, p_raw = serialize(dense), serialize(pruned)
     notes = list(notes)
     if plan.settings.get("reconstruct") and any(r["op"] == "Conv" for r in rows):
         notes.append("reconstruction re-fits Gemm / MatMul layers only; Conv layers keep their masked weights")
@@ -330,7 +328,6 @@ def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: l
         "criterion": plan.settings.get("criterion"), "ratio": plan.settings.get("ratio"), "layers": rows,
         "sparsity": 1.0 - cand[1] / max(cand[0], 1), "sparsity_all_prunable": 1.0 - total[1] / max(total[0], 1),
         "weights": cand[0], "kept": cand[1],
-        "size": {"dense_raw": len(d_raw), "dense_zlib": len(zlib.compress(d_raw, 9)),
-                 "pruned_raw": len(p_raw), "pruned_zlib": len(zlib.compress(p_raw, 9))},
+        "size": size_report(dense, pruned),
         "notes": notes,
     }
