@@ -11,6 +11,9 @@ calibration set and on the set doubled (the data itself is loaded before and exc
 grow with the data. Most of it is onnxruntime's arena for one batch of activations.
 
     python benchmarks/stats_overhead.py [--repeats 7] [--criteria fscreen fscreen,apoz all]
+
+On a shared machine pin it to one core (`taskset -c 0 python benchmarks/stats_overhead.py ...`): both passes then
+run alike, and the results in docs/BENCHMARKS.md were measured that way.
 """
 from __future__ import annotations
 

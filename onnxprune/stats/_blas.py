@@ -8,6 +8,7 @@ previous count afterwards. No-op where the library or the symbols are not found.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from contextlib import contextmanager
 
@@ -17,7 +18,11 @@ _SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_thread
             ("openblas_set_num_threads", "openblas_get_num_threads"))
 
 
+@functools.cache
 def _libs() -> list[tuple]:
+    """The loaded OpenBLAS builds' (set, get) thread-count functions; looked up once (reading /proc/self/maps and
+    opening the libraries cost ~2 ms, a noticeable share of a small model's statistics pass). numpy's and scipy's
+    builds are both loaded by then: the accumulators import scipy.linalg.blas."""
     if not sys.platform.startswith("linux"):
         return []
     try:

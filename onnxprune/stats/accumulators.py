@@ -74,8 +74,8 @@ def _chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 
 class _Shifted:
-    """Shared maths of shifted sums: with a fixed per-feature shift K (the first sample seen), keep Σ(x−K) and
-    Σ(x−K)² (per class or overall). Shifting by a data point removes the cancellation of raw Σx² − (Σx)²/n (the
+    """Shared maths of shifted sums: with a fixed per-feature shift K (the first sample seen), keep Σ(x−K) (overall
+    or per class) and Σ(x−K)². Shifting by a data point removes the cancellation of raw Σx² − (Σx)²/n (the
     'shifted data' algorithm), makes a constant feature contribute exact zeros, and keeps each batch to one cast,
     one subtraction and one GEMM. Merging re-bases the other side's sums onto this shift exactly."""
 
@@ -137,12 +137,14 @@ class Moments:
 
 
 class ClassMoments:
-    """Per-class counts n_c, sums S_c and sums of squares SS_c → one-way ANOVA F per feature (paper 001 §3.2).
+    """Per-class counts n_c and sums S_c and the total sum of squares SS → one-way ANOVA F per feature (paper 001 §3.2).
 
-    F_j = [Σ_c n_c (x̄_cj − x̄_j)² / (C−1)] / [Σ_c (SS_cj − S_cj²/n_c) / (N−C)], C = classes actually seen; sums are
-    taken about a per-feature shift (see `_Shifted`), which leaves F unchanged. Constant (or dead) features → F = 0;
-    fewer than two classes or N ≤ C → all zeros. A feature constant within every class but different between classes
-    has zero within-class variance → F = inf (as scipy gives). Class sums are one one-hot GEMM per batch; the class
+    F_j = [Σ_c n_c (x̄_cj − x̄_j)² / (C−1)] / [(SS_j − Σ_c S_cj²/n_c) / (N−C)], C = classes actually seen; the
+    within-class sum of squares Σ_c (SS_c − S_c²/n_c) needs only the total SS = Σ_c SS_c, so SS is kept per feature,
+    not per class. Sums are taken about a per-feature shift (see `_Shifted`), which leaves F unchanged. Constant (or
+    dead) features → F = 0; fewer than two classes or N ≤ C → all zeros. A feature constant within every class but
+    different between classes has zero within-class variance → F = inf (as scipy gives). `update` does one one-hot
+    GEMM per batch; the collector computes a batch's sums in the onnxruntime graph instead (`add_sums`). The class
     count grows on demand, so `n_classes` is only a hint.
     """
 
@@ -152,7 +154,7 @@ class ClassMoments:
         self.count = np.zeros(self.k)
         self.shift: np.ndarray | None = None
         self.s: np.ndarray | None = None  # (k, F)
-        self.ss: np.ndarray | None = None  # (k, F)
+        self.ss: np.ndarray | None = None  # (F,): over all classes
 
     def _grow(self, k: int) -> None:
         if k <= self.k:
@@ -161,8 +163,11 @@ class ClassMoments:
         self.count = np.concatenate([self.count, np.zeros(pad)])
         if self.s is not None:
             self.s = np.vstack([self.s, np.zeros((pad, self.f))])
-            self.ss = np.vstack([self.ss, np.zeros((pad, self.f))])
         self.k = k
+
+    def _start(self, f: int, shift: np.ndarray) -> None:
+        self.f, self.shift = f, np.array(shift, dtype=np.float64)
+        self.s, self.ss = np.zeros((self.k, f)), np.zeros(f)
 
     def update(self, values, labels) -> None:
         x = _as_2d_any(values)
@@ -173,35 +178,48 @@ class ClassMoments:
             return
         self._grow(int(y.max()) + 1)
         if self.shift is None:
-            self.f = x.shape[1]
-            self.shift = x[0].astype(np.float64)
-            self.s, self.ss = np.zeros((self.k, self.f)), np.zeros((self.k, self.f))
+            self._start(x.shape[1], x[0])
         d = np.subtract(x, self.shift, dtype=np.float64)  # upcast and shift in one pass
         onehot = np.zeros((self.k, b))
         onehot[y, np.arange(b)] = 1.0
         self.count += onehot.sum(1)
         self.s += onehot @ d
-        d *= d
-        self.ss += onehot @ d
+        self.ss += np.einsum("ij,ij->j", d, d)
+
+    def add_sums(self, count, shift, s, ss) -> ClassMoments:
+        """Add sums taken about `shift` (F,): n_c (K,), S_c = Σ_{y=c}(x − shift) (K, F) and SS = Σ(x − shift)² (F,).
+
+        They are one batch's, as the instrumented graph computes them (float32 there, float64 from here on), or
+        another accumulator's (`merge`). Sums about another shift than ours are re-based onto it exactly; the
+        collector feeds every batch the same shift, so then they are just added.
+        """
+        shift = np.asarray(shift).reshape(-1)
+        k, f = len(count), len(shift)
+        if np.shape(s) != (k, f) or np.shape(ss) != (f,):
+            raise OnnxPruneError(f"class moments: sums of shapes {np.shape(s)} / {np.shape(ss)} do not match {k} "
+                                 f"classes and {f} features")
+        _check_width(self.f, np.empty((0, f)), "class moments")
+        self._grow(k)
+        if self.s is None:
+            self._start(f, shift)
+        delta = shift - self.shift
+        if np.count_nonzero(delta):  # re-base S_c with n_c, the total SS with N and Σ_c S_c
+            n = np.asarray(count, dtype=np.float64)
+            s, ss = s + n[:, None] * delta, _Shifted.rebase(n.sum(), np.sum(s, 0), ss, delta)[1]
+        self.count[:k] += count
+        self.s[:k] += s
+        self.ss += ss
+        return self
+
+    @classmethod
+    def from_sums(cls, count, shift, s, ss) -> ClassMoments:
+        """A new accumulator holding the given sums (see `add_sums`)."""
+        return cls(len(count)).add_sums(count, shift, s, ss)
 
     def merge(self, other: ClassMoments) -> ClassMoments:
         if other.s is None:
             return self
-        _check_width(self.f, np.empty((0, other.f)), "class moments merge")
-        k = max(self.k, other.k)
-        self._grow(k)
-        if self.s is None:
-            self.f, self.shift = other.f, other.shift.copy()
-            self.s, self.ss = np.zeros((self.k, self.f)), np.zeros((self.k, self.f))
-        n_o = np.zeros(k)
-        n_o[:other.k] = other.count
-        s_o, ss_o = np.zeros((k, self.f)), np.zeros((k, self.f))
-        s_o[:other.k], ss_o[:other.k] = _Shifted.rebase(other.count[:, None], other.s, other.ss,
-                                                         other.shift - self.shift)
-        self.count += n_o
-        self.s += s_o
-        self.ss += ss_o
-        return self
+        return self.add_sums(other.count, other.shift, other.s, other.ss)
 
     def finalize(self) -> dict[str, np.ndarray]:
         if self.s is None:
@@ -213,7 +231,7 @@ class ClassMoments:
         safe = np.where(seen, n_c, 1)[:, None]
         mean_c = self.s / safe  # about the shift
         grand = self.s.sum(0) / big_n
-        within = np.maximum((self.ss - self.s * mean_c).sum(0), 0.0)
+        within = np.maximum(self.ss - (self.s * mean_c).sum(0), 0.0)
         dev = mean_c - grand
         between = (n_c[:, None] * dev * dev).sum(0)
         f = np.zeros(self.f)

@@ -11,9 +11,11 @@ collector still checks that the session exposes every requested output. ENABLE_A
 (docs/BENCHMARKS.md, "Statistics pass overhead"), and `optimize="disable"` is available to double-check (the tests
 compare the two).
 
-Speed: onnxruntime (which releases the GIL) runs batch k+1 while a worker thread feeds batch k to the accumulators
-(at most two batches in flight), and BLAS is pinned to one thread for the pass — the accumulators' GEMMs are small
-and multi-threaded OpenBLAS next to onnxruntime's own threads was several times slower.
+Speed: class statistics (fscreen) are summed per batch inside the graph, so only (K, F) arrays cross into numpy for
+them; the other statistics fetch per-sample values ((B, C) for conv maps). BLAS is pinned to one thread for the
+pass — the accumulators' GEMMs are small and multi-threaded OpenBLAS next to onnxruntime's own threads was several
+times slower. `pipeline=True` overlaps accumulation with onnxruntime in a worker thread; it is off by default
+(measurements in `collect`).
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from ..data import Dataset
 from ..errors import OnnxPruneError
@@ -33,7 +36,19 @@ from ..progress import track
 from ..runtime import make_session, run_batches
 from ._blas import single_threaded_blas
 from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts
-from .instrument import Tap, TensorInfo, following_activation, instrument, layer_info, tensor_infos
+from .instrument import (
+    CLASS_COUNT,
+    CLASS_SUMS,
+    LABELS,
+    Classes,
+    Tap,
+    TensorInfo,
+    following_activation,
+    instrument,
+    layer_info,
+    sum_type,
+    tensor_infos,
+)
 from .store import Stats
 
 STATS = frozenset({"class_moments", "zeros", "moments", "gram", "contrib"})
@@ -79,20 +94,21 @@ class _Binding:
 
     tensor: str  # key the finalized arrays are stored under
     acc: object
-    feed: Callable[[dict[str, np.ndarray], np.ndarray | None], None]
-    needs_labels: bool = False
+    feed: Callable[[dict[str, np.ndarray]], None]
 
 
 @dataclass
 class _Plan:
-    taps: list[Tap] = field(default_factory=list)
+    taps: list[Tap] = field(default_factory=list)  # fetched with every batch
     bindings: list[_Binding] = field(default_factory=list)
     contrib_inputs: dict[str, str] = field(default_factory=dict)
+    shifts: dict[str, Tap] = field(default_factory=dict)  # shift input → its `class_first` tap, read once (`_shifts`)
 
     def tap(self, t: Tap) -> str:
         if t not in self.taps:
             self.taps.append(t)
         return t.output
+
 
 
 def _features(a: np.ndarray) -> np.ndarray:
@@ -125,41 +141,45 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
         if as_map and rank is None:
             raise OnnxPruneError(f"tensor '{tensor}': rank unknown after shape inference; cannot reduce it as a map")
         wanted = frozenset().union(*(r.stats for r in reqs))
-        needs_x = bool(wanted & {"class_moments", "moments", "gram", "contrib"}) or not as_map
-        if as_map:
-            x_out = plan.tap(Tap(tensor, "mean")) if needs_x else ""
+        # the per-sample values cross into numpy only for the statistics accumulated there; class sums are in-graph
+        if wanted & {"moments", "gram", "contrib"} or ("zeros" in wanted and not as_map):
+            x_out = plan.tap(Tap(tensor, "mean" if as_map else "raw"))
         else:
-            x_out = plan.tap(Tap(tensor, "raw"))
+            x_out = ""
         get_x = (lambda o, k=x_out: o[k]) if as_map else (lambda o, k=x_out: _features(o[k]))
 
-        if "class_moments" in wanted:
+        if "class_moments" in wanted:  # a batch's class sums come out of the graph; add them up in float64
+            first = Tap(tensor, "class_first", view="channels" if as_map else "features")
+            plan.shifts[first.shift_input] = first  # read once, before the pass (`_shifts`)
+            s_out, ss_out = (plan.tap(replace(first, what=w)) for w in CLASS_SUMS)
             acc = ClassMoments(n_classes)
-            plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x: a.update(g(o), y), True))
+            plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=first.shift_input, s=s_out, ss=ss_out:
+                                          a.add_sums(o[CLASS_COUNT], o[k], o[s], o[ss])))
         if "zeros" in wanted:
             if as_map:
                 z_out = plan.tap(Tap(tensor, "zfrac"))
                 acc = ZeroCounts(fractions=True)
-                plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, k=z_out: a.update(o[k])))
+                plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=z_out: a.update(o[k])))
             else:
                 acc = ZeroCounts()
-                plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x: a.update(g(o))))
+                plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x: a.update(g(o))))
         if "moments" in wanted:
             acc = Moments()
             if as_map:
                 positions = _positions(info)
                 if positions:  # static spatial size: Σx² = positions · GAP(x·x), which runs in NCHWc
                     s_out = plan.tap(Tap(tensor, "sqmean"))
-                    plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x, k=s_out, p=positions:
+                    plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x, k=s_out, p=positions:
                                                   a.update(g(o), sq=o[k].astype(np.float64) * p)))
                 else:
                     s_out = plan.tap(Tap(tensor, "sqsum"))
-                    plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x, k=s_out:
+                    plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x, k=s_out:
                                                   a.update(g(o), sq=o[k])))
             else:
-                plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x: a.update(g(o))))
+                plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x: a.update(g(o))))
         if "gram" in wanted:
             acc = Gram()
-            plan.bindings.append(_Binding(tensor, acc, lambda o, y, a=acc, g=get_x: a.update(g(o))))
+            plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x: a.update(g(o))))
         for r in reqs:
             if "contrib" in r.stats:
                 _plan_contrib(model, plan, r, as_map, x_out, infos)
@@ -184,13 +204,13 @@ def _plan_contrib(model: onnx.ModelProto, plan: _Plan, r: Request, as_map: bool,
     if as_map:
         a_out = plan.tap(Tap(act[0], "active", act[2], act[3])) if act else None
 
-        def feed(o, y, a=acc, k=x_out, ak=a_out):
+        def feed(o, a=acc, k=x_out, ak=a_out):
             a.update(o[k], active=None if ak is None else o[ak] > 0)
     else:
         p_out = plan.tap(Tap(act[0], "raw")) if act else None
         lo, hi = (act[2], act[3]) if act else (None, None)
 
-        def feed(o, y, a=acc, k=x_out, pk=p_out, lo=lo, hi=hi, n_in=n_in):
+        def feed(o, a=acc, k=x_out, pk=p_out, lo=lo, hi=hi, n_in=n_in):
             x = o[k]
             x = x.reshape(-1, n_in) if x.ndim > 2 and x.shape[-1] == n_in else x.reshape(len(x), -1)
             active = None
@@ -212,39 +232,80 @@ def _label_mode(labels: str, data: Dataset) -> str:
     return "predicted"
 
 
-def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str], mode: str, need_pred: bool,
-         first_out: str, batch_size: int, progress: str, total: int, pipeline: bool) -> int:
-    """Run every batch through onnxruntime and the accumulators.
+def _class_labels(data: Dataset, k: int) -> np.ndarray:
+    """The data's labels as int64, checked: the in-graph OneHot would silently give a zero row (or wrap a negative
+    index) for a label outside 0 ≤ y < k instead of failing."""
+    y = np.asarray(data.labels)
+    if y.ndim != 1 or len(y) != len(data):
+        raise OnnxPruneError(f"{data.source or 'data'}: labels have shape {y.shape}; expected ({len(data)},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise OnnxPruneError(f"{data.source or 'data'}: labels must be integers, got {y.dtype}")
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise OnnxPruneError(f"{data.source or 'data'}: labels must lie in 0..{k - 1}, found {y.min()}..{y.max()}")
+    return y.astype(np.int64)
+
+
+def _probe_size(model: onnx.ModelProto, infos: dict[str, TensorInfo]) -> int:
+    """Samples in the shift probe: 1, or the batch size the model's first input declares if it has a fixed one."""
+    first = infos.get(model.graph.input[0].name) if model.graph.input else None
+    dim = first.shape[0] if first and first.shape else None
+    return dim if isinstance(dim, int) and dim > 0 else 1
+
+
+def _shifts(sess, model: onnx.ModelProto, data: Dataset, plan: _Plan, infos: dict[str, TensorInfo],
+            labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The shift each tensor's class sums are taken about (fed as `Tap.shift_input`): its first sample's values.
+
+    One data point shared by all batches: their sums then add up without re-basing, constant (or dead) features give
+    exact zeros and large means do not cancel precision away — as in `ClassMoments.update`, whose shift is the first
+    sample seen too. Read from the `class_first` taps by one run on the first sample (`_probe_size`) before the pass.
+    """
+    n = _probe_size(model, infos)
+    feed = next(data.batches(n))
+    if labels is not None:
+        feed[LABELS] = labels[:n]
+    for shift, t in plan.shifts.items():  # any value: the sums of this run are not used
+        feed[shift] = np.zeros((1, 1), helper.tensor_dtype_to_np_dtype(sum_type(infos[t.tensor].elem_type)))
+    outs = next(run_batches(sess, iter([feed]), [t.output for t in plan.shifts.values()]))
+    return dict(zip(plan.shifts, outs))
+
+
+def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str], batched: list[str],
+         labels: np.ndarray | None, shifts: dict[str, np.ndarray], batch_size: int, progress: str, total: int,
+         pipeline: bool) -> int:
+    """Run every batch through onnxruntime and the accumulators; `labels` (if given) are fed as LABELS and `shifts`
+    with every batch (the accumulators get the shifts with the outputs).
 
     pipeline=True overlaps the two: a worker thread accumulates batch k while onnxruntime (which releases the GIL)
-    runs batch k+1. The hand-over queue holds at most two batches, so memory stays bounded.
+    runs batch k+1. The hand-over queue holds at most two batches, so memory stays bounded (off by default, see
+    `collect`).
     """
     def outputs():
         n = 0
-        for feed, y in zip(data.batches(batch_size), data.label_batches(batch_size)):
-            outs = next(run_batches(sess, iter([feed]), fetch)) if fetch else []
+        for feed in data.batches(batch_size):
+            b = len(next(iter(feed.values())))
+            extra = shifts if labels is None else {**shifts, LABELS: labels[n:n + b]}
+            outs = next(run_batches(sess, iter([{**feed, **extra}]), fetch)) if fetch else []
             o = dict(zip(fetch, outs))
             o.update({k: feed[k] for k in from_feed})
-            b = len(next(iter(feed.values())))
+            o.update(shifts)
             if n == 0:
-                for name, a in o.items():
-                    if a.ndim == 0 or a.shape[0] != b:
-                        raise OnnxPruneError(f"tensor '{name}' has shape {a.shape}; expected a leading batch axis "
-                                             f"of {b}")
-            if mode == "predicted":
-                y = o[first_out].reshape(b, -1).argmax(1) if need_pred else None
+                for name in batched:
+                    if o[name].ndim == 0 or o[name].shape[0] != b:
+                        raise OnnxPruneError(f"tensor '{name}' has shape {o[name].shape}; expected a leading batch "
+                                             f"axis of {b}")
             n += b
-            yield o, y, b
+            yield o, b
 
-    def accumulate(o, y) -> None:
+    def accumulate(o) -> None:
         for bd in plan.bindings:
-            bd.feed(o, y)
+            bd.feed(o)
 
     n = 0
     items = track(outputs(), progress, total=total)
     if not pipeline:
-        for o, y, b in items:
-            accumulate(o, y)
+        for o, b in items:
+            accumulate(o)
             n += b
         return n
     q: queue.Queue = queue.Queue(maxsize=1)
@@ -257,17 +318,17 @@ def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str
                 return
             if not failure:
                 try:
-                    accumulate(*item)
+                    accumulate(item)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
                     failure.append(e)
 
     th = threading.Thread(target=worker, name="onnxprune-stats", daemon=True)
     th.start()
     try:
-        for o, y, b in items:
+        for o, b in items:
             if failure:
                 break
-            q.put((o, y))
+            q.put(o)
             n += b
     finally:
         q.put(None)
@@ -279,11 +340,15 @@ def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str
 
 def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, batch_size: int = 256,
             labels: str = "auto", optimize: str = DEFAULT_OPTIMIZE, progress: str = "statistics",
-            pipeline: bool = True) -> Stats:
+            pipeline: bool = False) -> Stats:
     """One onnxruntime pass over `data` → finalized statistics for every request.
 
     labels: "auto" (the data's `y` if present, else the model's predictions), "true" or "predicted" (label-free
-    mode: argmax of the model's first output, fetched in the same pass). The mode is recorded in `Stats.label_mode`.
+    mode: argmax of the model's first output, computed in the same pass). The mode is recorded in `Stats.label_mode`.
+    pipeline: accumulate in a worker thread, overlapped with onnxruntime (see `_run`). Off by default: with the class
+    sums in the graph it gained nothing beyond noise on the 2-core dev box (ratio to a plain pass without / with,
+    Python under `taskset -c 0`: LeNet-300-100 fscreen 1.41–1.48 / 1.45–1.50, all 21.4 / 21.1; ResNet-20 fscreen
+    1.22 / 1.20, all 1.71 / 1.85; unpinned, LeNet-300-100 fscreen 1.45 / 1.54 — docs/BENCHMARKS.md).
     """
     if batch_size < 1:
         raise OnnxPruneError(f"batch size must be >= 1, got {batch_size}")
@@ -298,21 +363,25 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
         shp = infos.get(first_out).shape if first_out in infos else ()
         n_classes = shp[-1] if shp and isinstance(shp[-1], int) else 0
     plan = _plan(model, requests, infos, n_classes)
-    need_pred = mode == "predicted" and any(b.needs_labels for b in plan.bindings)
+    classes = Classes(n_classes, None if mode == "true" else first_out) if plan.shifts else None
+    fed_labels = _class_labels(data, n_classes) if plan.shifts and mode == "true" else None
     graph_inputs = {i.name for i in model.graph.input}
     from_feed = [t.output for t in plan.taps if t.what == "raw" and t.tensor in graph_inputs]
-    inst = instrument(model, [t for t in plan.taps if t.output not in from_feed], infos)
+    taps = [t for t in plan.taps if t.output not in from_feed] + list(plan.shifts.values())
+    inst = instrument(model, taps, infos, classes=classes)
     sess = make_session(inst, optimize=optimize)
     fetch = list(dict.fromkeys(t.output for t in plan.taps if t.output not in from_feed))
+    if plan.shifts:
+        fetch.append(CLASS_COUNT)
     produced = {o.name for o in sess.get_outputs()}
-    missing = [f for f in fetch if f not in produced]
+    missing = [f for f in fetch + [t.output for t in plan.shifts.values()] if f not in produced]
     if missing:  # pragma: no cover - onnxruntime keeps graph outputs; this guards against a future change
         raise OnnxPruneError(f"onnxruntime did not expose requested tensors: {', '.join(missing[:5])}")
-    if need_pred and first_out not in fetch:
-        fetch.append(first_out)
+    batched = list(dict.fromkeys(t.output for t in plan.taps if t.per_sample))
     total = math.ceil(len(data) / batch_size)
     with single_threaded_blas():
-        n = _run(sess, data, plan, fetch, from_feed, mode, need_pred, first_out, batch_size, progress, total,
+        shifts = _shifts(sess, model, data, plan, infos, fed_labels) if plan.shifts and len(data) else {}
+        n = _run(sess, data, plan, fetch, from_feed, batched, fed_labels, shifts, batch_size, progress, total,
                  pipeline)
     arrays: dict[tuple[str, str], np.ndarray] = {}
     for bd in plan.bindings:

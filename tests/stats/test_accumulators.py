@@ -156,3 +156,25 @@ def test_clear_errors():
         Contributions(np.ones((2, 4))).update(np.ones((3, 5)))
     with pytest.raises(OnnxPruneError, match="different layers"):
         Contributions(np.ones((2, 4))).merge(Contributions(np.ones((3, 4))))
+
+
+def test_class_sums_about_other_shifts_are_rebased_exactly(xy):
+    # what the instrumented graph hands over per batch: sums about some shift (here each batch's last sample)
+    x, y = xy
+    ref = _run(ClassMoments(4), x, y, bs=64).finalize()
+    parts = []
+    for i in range(0, len(x), 64):
+        xb, yb = x[i:i + 64].astype(np.float64), y[i:i + 64]
+        d, onehot = xb - xb[-1], np.eye(4)[yb].T
+        parts.append(ClassMoments.from_sums(onehot.sum(1), xb[-1:], onehot @ d, (d * d).sum(0)))
+    added, merged = ClassMoments(), ClassMoments(4)
+    for p in parts:
+        added.add_sums(p.count, p.shift, p.s, p.ss)
+        merged.merge(p)
+    for acc in (added, merged):
+        r = acc.finalize()
+        for k in ref:
+            np.testing.assert_allclose(r[k], ref[k], rtol=1e-9, atol=1e-9, err_msg=k)
+    assert r["f"][3] == 0 and r["f"][4] == 0
+    with pytest.raises(OnnxPruneError, match="do not match 2 classes and 3 features"):
+        ClassMoments().add_sums(np.ones(2), np.zeros(3), np.zeros((2, 3)), np.zeros(2))

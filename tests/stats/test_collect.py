@@ -41,8 +41,8 @@ def test_conv_channels_match_numpy(convnet, conv_data):
 
 def test_batch_size_and_optimisation_do_not_change_results(convnet, conv_data):
     reqs = default_requests(convnet, "all")
-    a = collect(convnet, conv_data, reqs, batch_size=97)
-    b = collect(convnet, conv_data, reqs, batch_size=10, optimize="disable", pipeline=False)
+    a = collect(convnet, conv_data, reqs, batch_size=97, pipeline=True)
+    b = collect(convnet, conv_data, reqs, batch_size=10, optimize="disable")
     assert a.keys() == b.keys()
     for t, k in a.keys():
         np.testing.assert_allclose(a.get(t, k), b.get(t, k), rtol=2e-5, atol=1e-7, err_msg=f"{t}::{k}")
