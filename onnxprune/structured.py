@@ -274,9 +274,10 @@ def kept_fraction(scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
 
 
 # ---------------------------------------------------------------- reconstruction
-RECON_SAMPLES = 512  # calibration samples used for the re-fit (bounded cost; more changes little)
+RECON_SAMPLES = 2048  # calibration images for the re-fit; ResNet-20, BN-γ at 50 %: 512 → 53 %, 2048 → 57 %, 5000 → 58 %
 RECON_ROWS_PER_UNKNOWN = 8  # conv layers: sample about this many patch rows per fitted weight of a filter
 RECON_POSITIONS = (4, 32)  # ... using between 4 and 32 output positions per image
+VARIANCE_REPAIR = True  # rescale re-fitted outputs to the dense variance (see _repair_variance)
 RECON_BATCH = 64  # the dense pass holds every target layer's full output for one batch
 
 
@@ -290,6 +291,7 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
     sample of output positions. Grouped convs and auto_pad convs are left as they are.
     """
     from .model_io import set_initializer, validate
+    from .graph.subgraph import upstream
     from .reconstruct import ridge_refit
     from .stats import stream
 
@@ -324,14 +326,37 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
         node_p = _node(model, name)
         w = initializer_map(model)[node_p.input[1]]
         h = c = None
-        for xb, t in zip(stream(model, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
+        tt = 0.0
+        prefix = upstream(model, [node_p.input[0]])  # onnxruntime would otherwise run the whole network
+        for xb, t in zip(stream(prefix, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
             x = _design(node_p, w, xb[node_p.input[0]], positions[name])
             x = np.hstack([x, np.ones((len(x), 1), np.float32)])
             hb, cb = (x.T @ x).astype(np.float64), (x.T @ t).astype(np.float64)  # float32 BLAS, float64 sums
             h, c = (hb, cb) if h is None else (h + hb, c + cb)
+            tt = tt + np.square(t, dtype=np.float64).sum(0)
         wb = ridge_refit(h, c, np.ones((c.shape[1], c.shape[0]), bool), settings.ridge)
+        if VARIANCE_REPAIR:
+            wb = _repair_variance(wb, h, c, tt)
         _write_back(model, node_p, w, wb, set_initializer)
     return validate(model)
+
+
+def _repair_variance(wb: np.ndarray, h: np.ndarray, c: np.ndarray, tt: np.ndarray) -> np.ndarray:
+    """Rescale each fitted output so its variance over the fit rows equals the dense target's (mean kept).
+
+    Least squares shrinks: the fitted outputs have variance R²·var(target). Downstream BN and activations expect
+    the dense spread, so each output channel j is scaled by std(t_j)/std(ŷ_j) about its mean (REPAIR-style
+    statistic repair). All moments come from the accumulated sums: Σ[x 1] is h's last row, Σt is c's last row."""
+    n = h[-1, -1]
+    mean_p = (wb @ h[-1]) / n
+    var_p = np.einsum("ji,ik,jk->j", wb, h, wb) / n - mean_p ** 2
+    mean_t = c[-1] / n
+    var_t = tt / n - mean_t ** 2
+    ok = (var_p > 0) & (var_t > 0)
+    scale = np.where(ok, np.sqrt(np.where(ok, var_t, 1.0) / np.where(ok, var_p, 1.0)), 1.0)
+    out = wb * scale[:, None]
+    out[:, -1] = mean_t - scale * (mean_p - wb[:, -1])
+    return out
 
 
 def _sample_positions(y: np.ndarray, rng: np.random.Generator, unknowns: int, n: int) -> np.ndarray | None:

@@ -59,3 +59,16 @@ def test_wrong_data_shape_is_explained(tmp_path):
     np.savez(p, x=np.zeros((2, 3, 32, 32), np.uint8))
     r = run("eval", LENET300, "--data", p)
     assert r.exit_code == 2 and "model expects input: (N,1,28,28)" in r.output
+
+
+def test_min_channels_reaches_the_plan(tmp_path):
+    model = LENET300.parent / "lenet5bn_mnist.onnx"
+    plan_path = tmp_path / "plan.json"
+    r = run("prune", model, "--criterion", "bn", "--ratio", 0.8, "--round-to", 1, "--min-channels", 5,
+            "--no-reconstruct", "-o", tmp_path / "p.onnx", "--plan-out", plan_path)
+    assert r.exit_code == 0, r.output
+    from onnxprune.plan import Plan
+
+    plan = Plan.from_json(plan_path.read_text())
+    assert plan.settings["min_channels"] == 5 and plan.channels
+    assert all(len(kept) >= 5 for kept in plan.channels.values())

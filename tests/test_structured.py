@@ -110,3 +110,28 @@ def test_reconstruction_brings_outputs_closer_to_the_dense_model(arch):
 def test_criterion_without_data_is_a_clear_error():
     with pytest.raises(OnnxPruneError, match="calibration data"):
         prepare(TINY["resnet"](0), None, settings(criterion="fscreen"))
+
+
+def test_min_channels_keeps_at_least_that_many_per_group():
+    model = TINY["resnet"](0)
+    prep = prepare(model, None, settings(criterion="l1", round_to=1, min_channels=6))
+    _, plan = prep.build(0.7)
+    sizes = {g.id: g.size for g in prep.scores.groups}
+    assert plan.channels
+    for gid, kept in plan.channels.items():
+        assert len(kept) >= min(6, sizes[gid])
+
+
+def test_variance_repair_gives_the_fitted_outputs_the_target_spread():
+    rng = np.random.default_rng(0)
+    x = np.hstack([rng.normal(size=(500, 3)), np.ones((500, 1))])
+    t = x[:, :2] @ np.array([[2.0, 0.5], [0.0, -1.0]]) + rng.normal(scale=1.5, size=(500, 2)) + 3.0
+    t = np.hstack([t, x[:, 2:3] * 4.0])  # an output the inputs explain exactly
+    h, c = x.T @ x, x.T @ t
+    wb = np.linalg.solve(h, c).T  # least squares: shrunk spread for the noisy outputs
+    fixed = structured._repair_variance(wb, h, c, (t ** 2).sum(0))
+    pred, pred_fixed = x @ wb.T, x @ fixed.T
+    assert np.all(pred[:, :2].std(0) < 0.95 * t[:, :2].std(0))
+    np.testing.assert_allclose(pred_fixed.std(0), t.std(0), rtol=1e-9)
+    np.testing.assert_allclose(pred_fixed.mean(0), t.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(fixed[2], wb[2], rtol=1e-9, atol=1e-12)  # an exact fit is left alone

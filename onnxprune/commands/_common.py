@@ -87,6 +87,9 @@ def pruning_options(f):
         click.option("--protect", multiple=True, help="Layer (node or weight name, or first/last) to leave alone."),
         click.option("--min-keep", type=click.FloatRange(0, 1), default=0.02, show_default=True,
                      help="Minimum kept fraction per layer / group."),
+        click.option("--min-channels", type=click.IntRange(1), default=1, show_default=True,
+                     help="Structured: keep at least N channels per group (16 keeps onnxruntime's blocked conv "
+                          "kernels near full speed; see docs/BENCHMARKS.md)."),
         click.option("--round-to", type=click.IntRange(1), default=8, show_default=True,
                      help="Structured: keep channel counts multiples of N (onnxruntime fast kernels)."),
         click.option("--reconstruct/--no-reconstruct", default=True, show_default=True,
@@ -99,16 +102,16 @@ def pruning_options(f):
     ]
 
     @functools.wraps(f)
-    def wrapper(*args, mode, criterion, alpha, beta, allocation, protect, min_keep, round_to, reconstruct, labels,
-                batch_size, seed, ratio=0.5, **kwargs):
+    def wrapper(*args, mode, criterion, alpha, beta, allocation, protect, min_keep, min_channels, round_to,
+                reconstruct, labels, batch_size, seed, ratio=0.5, **kwargs):
         from ..plan import PruneSettings
 
         if mode == "structured" and criterion == "magnitude":
             criterion = "l1"  # a channel's magnitude is its filter's L1 norm
         settings = PruneSettings(ratio=ratio if ratio is not None else 0.5, mode=mode, criterion=criterion,
                                  alpha=alpha, beta=beta, allocation=allocation, protect=tuple(protect),
-                                 min_keep=min_keep, round_to=round_to, reconstruct=reconstruct, labels=labels,
-                                 batch_size=batch_size, seed=seed)
+                                 min_keep=min_keep, min_channels=min_channels, round_to=round_to,
+                                 reconstruct=reconstruct, labels=labels, batch_size=batch_size, seed=seed)
         return f(*args, settings=settings, ratio=ratio, **kwargs)
 
     for o in reversed(opts):
