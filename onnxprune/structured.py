@@ -277,7 +277,6 @@ def kept_fraction(scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
 RECON_SAMPLES = 2048  # calibration images for the re-fit; ResNet-20, BN-γ at 50 %: 512 → 53 %, 2048 → 57 %, 5000 → 58 %
 RECON_ROWS_PER_UNKNOWN = 8  # conv layers: sample about this many patch rows per fitted weight of a filter
 RECON_POSITIONS = (4, 32)  # ... using between 4 and 32 output positions per image
-VARIANCE_REPAIR = True  # rescale re-fitted outputs to the dense variance (see _repair_variance)
 RECON_BATCH = 64  # the dense pass holds every target layer's full output for one batch
 
 
@@ -291,7 +290,6 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
     sample of output positions. Grouped convs and auto_pad convs are left as they are.
     """
     from .model_io import set_initializer, validate
-    from .graph.subgraph import upstream
     from .reconstruct import ridge_refit
     from .stats import stream
 
@@ -327,16 +325,14 @@ def reconstruct(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, dat
         w = initializer_map(model)[node_p.input[1]]
         h = c = None
         tt = 0.0
-        prefix = upstream(model, [node_p.input[0]])  # onnxruntime would otherwise run the whole network
-        for xb, t in zip(stream(prefix, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
+        for xb, t in zip(stream(model, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
             x = _design(node_p, w, xb[node_p.input[0]], positions[name])
             x = np.hstack([x, np.ones((len(x), 1), np.float32)])
             hb, cb = (x.T @ x).astype(np.float64), (x.T @ t).astype(np.float64)  # float32 BLAS, float64 sums
             h, c = (hb, cb) if h is None else (h + hb, c + cb)
             tt = tt + np.square(t, dtype=np.float64).sum(0)
         wb = ridge_refit(h, c, np.ones((c.shape[1], c.shape[0]), bool), settings.ridge)
-        if VARIANCE_REPAIR:
-            wb = _repair_variance(wb, h, c, tt)
+        wb = _repair_variance(wb, h, c, tt)
         _write_back(model, node_p, w, wb, set_initializer)
     return validate(model)
 

@@ -49,14 +49,17 @@ def _check_width(acc_f: int | None, values: np.ndarray, what: str) -> int:
     return f
 
 
-def _check_labels(labels, b: int, what: str) -> np.ndarray:
+def check_labels(labels, b: int, what: str, k: int | None = None) -> np.ndarray:
+    """(b,) integer labels as int64, or a clear error; with `k`, every label must also lie in 0..k-1."""
     if labels is None:
         raise OnnxPruneError(f"{what}: class statistics need labels (true labels or the model's predictions)")
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != b:
-        raise OnnxPruneError(f"{what}: labels have shape {y.shape}, expected ({b},) for a batch of {b}")
+        raise OnnxPruneError(f"{what}: labels have shape {y.shape}, expected ({b},): one per sample")
     if not np.issubdtype(y.dtype, np.integer):
         raise OnnxPruneError(f"{what}: labels must be integers, got {y.dtype}")
+    if b and k is not None and (y.min() < 0 or y.max() >= k):
+        raise OnnxPruneError(f"{what}: labels must lie in 0..{k - 1}, found {y.min()}..{y.max()}")
     if b and y.min() < 0:
         raise OnnxPruneError(f"{what}: negative labels")
     return y.astype(np.int64, copy=False)
@@ -172,7 +175,7 @@ class ClassMoments:
     def update(self, values, labels) -> None:
         x = _as_2d_any(values)
         b = len(x)
-        y = _check_labels(labels, b, "class moments")
+        y = check_labels(labels, b, "class moments")
         _check_width(self.f, x, "class moments")
         if b == 0:
             return

@@ -31,11 +31,12 @@ from onnx import helper
 
 from ..data import Dataset
 from ..errors import OnnxPruneError
+from ..graph.subgraph import upstream
 from ..model_io import model_hash
 from ..progress import track
 from ..runtime import make_session, run_batches
 from ._blas import single_threaded_blas
-from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts
+from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts, check_labels
 from .instrument import (
     CLASS_COUNT,
     CLASS_SUMS,
@@ -233,16 +234,9 @@ def _label_mode(labels: str, data: Dataset) -> str:
 
 
 def _class_labels(data: Dataset, k: int) -> np.ndarray:
-    """The data's labels as int64, checked: the in-graph OneHot would silently give a zero row (or wrap a negative
-    index) for a label outside 0 ≤ y < k instead of failing."""
-    y = np.asarray(data.labels)
-    if y.ndim != 1 or len(y) != len(data):
-        raise OnnxPruneError(f"{data.source or 'data'}: labels have shape {y.shape}; expected ({len(data)},)")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise OnnxPruneError(f"{data.source or 'data'}: labels must be integers, got {y.dtype}")
-    if len(y) and (y.min() < 0 or y.max() >= k):
-        raise OnnxPruneError(f"{data.source or 'data'}: labels must lie in 0..{k - 1}, found {y.min()}..{y.max()}")
-    return y.astype(np.int64)
+    """The data's labels, checked against the k classes: the in-graph OneHot would silently give a zero row (or wrap
+    a negative index) for a label outside 0 ≤ y < k instead of failing."""
+    return check_labels(data.labels, len(data), data.source or "data", k)
 
 
 def _probe_size(model: onnx.ModelProto, infos: dict[str, TensorInfo]) -> int:
@@ -399,7 +393,8 @@ def stream(model: onnx.ModelProto, data: Dataset, tensors: list[str], *, batch_s
     """Yield {tensor: raw value} per batch (full maps, unreduced) for the given tensors, in data order.
 
     Tensors that are graph inputs are passed through from the feed. Requested intermediates become graph outputs,
-    which onnxruntime never fuses away.
+    which onnxruntime never fuses away, of a model cut to the nodes they depend on (`graph.subgraph.upstream`):
+    onnxruntime runs every node of a session whatever is fetched, and layer-by-layer callers fetch early tensors.
     """
     if not tensors:
         raise OnnxPruneError("stream: no tensors requested")
@@ -409,8 +404,10 @@ def stream(model: onnx.ModelProto, data: Dataset, tensors: list[str], *, batch_s
     for t in inner:
         if t not in infos:
             raise OnnxPruneError(f"stream: no tensor '{t}' in the model (or its type is unknown)")
-    inst = instrument(model, [Tap(t, "raw") for t in inner], infos)
-    sess = make_session(inst, optimize=optimize)
+    sess = None
+    if inner:
+        inst = instrument(upstream(model, inner), [Tap(t, "raw") for t in inner], infos, keep_outputs=False)
+        sess = make_session(inst, optimize=optimize)
     for feed in data.batches(batch_size):
         outs = next(run_batches(sess, iter([feed]), inner)) if inner else []
         got = dict(zip(inner, outs))
