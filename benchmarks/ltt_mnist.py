@@ -19,12 +19,12 @@ import numpy as np
 from scipy.stats import beta
 
 from onnxprune.certify import certify, parse_grid
-from onnxprune.data import Dataset
-from onnxprune.evaluate import predict
-from onnxprune.model_io import load_model
-from onnxprune.pipeline import prepare
-from onnxprune.plan import PruneSettings
-from onnxprune.runtime import input_specs
+from onnxprune.io.data import Dataset
+from onnxprune.measure.evaluate import predict
+from onnxprune.io.model import load_model
+from onnxprune.workflows.prune import prepare
+from onnxprune.select.plan import PruneSettings
+from onnxprune.io.runtime import input_specs
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = [("magnitude", "magnitude", 0.0), ("F-screen α=0.2", "fscreen", 0.2), ("F-screen α=0.4", "fscreen", 0.4)]

@@ -30,9 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from onnxprune.data import Dataset, load_dataset
-from onnxprune.model_io import load_model
-from onnxprune.runtime import make_session
+from onnxprune.io.data import Dataset, load_dataset
+from onnxprune.io.model import load_model
+from onnxprune.io.runtime import make_session
 from onnxprune.stats import collect, default_requests
 
 

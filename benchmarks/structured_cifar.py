@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune.bench import compare
-from onnxprune.data import load_dataset
-from onnxprune.evaluate import evaluate
-from onnxprune.graph.count import count
-from onnxprune.model_io import load_model
-from onnxprune.plan import PruneSettings
+from onnxprune.measure.bench import compare
+from onnxprune.io.data import load_dataset
+from onnxprune.measure.evaluate import evaluate
+from onnxprune.units.count import count
+from onnxprune.io.model import load_model
+from onnxprune.select.plan import PruneSettings
 from onnxprune.stats import collect
-from onnxprune import structured
+from onnxprune.modes import structured
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"resnet20": "resnet20_cifar10.onnx", "densenet": "densenet_cifar10.onnx",

@@ -17,11 +17,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune import unstructured as U
-from onnxprune.data import load_dataset
-from onnxprune.evaluate import predict
-from onnxprune.model_io import load_model
-from onnxprune.plan import PruneSettings
+from onnxprune.modes import unstructured as U
+from onnxprune.io.data import load_dataset
+from onnxprune.measure.evaluate import predict
+from onnxprune.io.model import load_model
+from onnxprune.select.plan import PruneSettings
 from onnxprune.stats import collect
 
 REPO = Path(__file__).resolve().parent.parent

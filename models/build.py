@@ -37,10 +37,10 @@ def onnxprune(*args: str) -> str:
 def main() -> None:
     import onnx
 
-    from onnxprune.evaluate import evaluate
-    from onnxprune.data import load_dataset
-    from onnxprune.graph.count import count
-    from onnxprune.model_io import load_model
+    from onnxprune.measure.evaluate import evaluate
+    from onnxprune.io.data import load_dataset
+    from onnxprune.units.count import count
+    from onnxprune.io.model import load_model
 
     cards = []
     for name, (fname, shape, eval_set, desc) in MODELS.items():
@@ -50,7 +50,7 @@ def main() -> None:
             continue
         meta = json.loads((HERE / "weights" / f"{name}.json").read_text())
         out = HERE / fname
-        from onnxprune.export import export
+        from onnxprune.io.export import export
 
         r = export(f"{HERE / 'archs.py'}:{name}", out, tuple(int(v) for v in shape.split(",")), weights=weights)
         model = load_model(out)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import onnx
 
-from . import bench as _bench
-from .check import CheckResult
-from .check import check as _check
-from .data import Dataset, load_dataset
-from .evaluate import EvalResult
-from .evaluate import evaluate as _evaluate
-from .export import ExportResult
-from .export import export as _export
+from .measure import bench as _bench
+from .measure.check import CheckResult
+from .measure.check import check as _check
+from .io.data import Dataset, load_dataset
+from .measure.evaluate import EvalResult
+from .measure.evaluate import evaluate as _evaluate
+from .io.export import ExportResult
+from .io.export import export as _export
 from .errors import OnnxPruneError
-from .model_io import load_model
+from .io.model import load_model
 from .stats import Stats
 
 ModelLike = str | Path | onnx.ModelProto
@@ -61,7 +61,7 @@ def check(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, m
 
 def compress(model: str | Path, **kwargs):
     """The whole chain (see `onnxprune.compress.compress` for the options); returns a CompressResult."""
-    from .compress import compress as _compress
+    from .workflows.compress import compress as _compress
 
     return _compress(model, **kwargs)
 
@@ -70,9 +70,9 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta:
             grid: str = "0:0.95:0.05", settings=None, cert_data: str | Path | Dataset | None = None,
             pvalue: str = "binomial", control: str = "fixed_sequence", cert_fraction: float = 0.5):
     """Learn-then-Test: the largest ratio in `grid` whose risk is ≤ eps with probability ≥ 1 - delta."""
-    from .certification import run
+    from .workflows.certify import run
     from .certify import parse_grid
-    from .plan import PruneSettings
+    from .select.plan import PruneSettings
 
     m = as_model(model)
     settings = settings or PruneSettings()
@@ -85,9 +85,9 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | 
           settings=None, plan_out: str | Path | None = None):
     """Prune at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
     Returns a `pipeline.PruneResult` (model, plan, per-layer or per-group report)."""
-    from .model_io import save_model
-    from .pipeline import prune as _prune
-    from .plan import PruneSettings
+    from .io.model import save_model
+    from .workflows.prune import prune as _prune
+    from .select.plan import PruneSettings
 
     settings = settings or PruneSettings()
     m = as_model(model)
@@ -101,9 +101,9 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | 
 def apply(model: str | Path | onnx.ModelProto, plan, output: str | Path, calib: str | Path | Dataset | None = None):
     """Re-apply a saved plan (path or Plan) to the model it was made for; re-fits with `calib` when the plan was
     made with reconstruction. Same inputs → byte-identical output."""
-    from .model_io import save_model
-    from .pipeline import replay
-    from .plan import Plan
+    from .io.model import save_model
+    from .workflows.prune import replay
+    from .select.plan import Plan
 
     m = as_model(model)
     p = plan if isinstance(plan, Plan) else Plan.load(plan)

@@ -67,7 +67,7 @@ def test_min_channels_reaches_the_plan(tmp_path):
     r = run("prune", model, "--criterion", "bn", "--ratio", 0.8, "--round-to", 1, "--min-channels", 5,
             "--no-reconstruct", "-o", tmp_path / "p.onnx", "--plan-out", plan_path)
     assert r.exit_code == 0, r.output
-    from onnxprune.plan import Plan
+    from onnxprune.select.plan import Plan
 
     plan = Plan.from_json(plan_path.read_text())
     assert plan.settings["min_channels"] == 5 and plan.channels

@@ -104,7 +104,7 @@ def pruning_options(f):
     @functools.wraps(f)
     def wrapper(*args, mode, criterion, alpha, beta, allocation, protect, min_keep, min_channels, round_to,
                 reconstruct, labels, batch_size, seed, ratio=0.5, **kwargs):
-        from ..plan import PruneSettings
+        from ..select.plan import PruneSettings
 
         if mode == "structured" and criterion == "magnitude":
             criterion = "l1"  # a channel's magnitude is its filter's L1 norm

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ..bench import BenchResult, parse_shapes
+from ..measure.bench import BenchResult, parse_shapes
 from ._common import emit_json, json_option, print_table
 
 _THREAD_LABEL = {"1": "1 thread", "default": "default threads"}

@@ -31,7 +31,7 @@ def certify_cmd(model, calib, cert_data, eps, delta, grid, pvalue, control, cert
                       pvalue=pvalue, control=control, cert_fraction=cert_fraction)
     c = run.certification
     if plot:
-        from ..report import certification_plot
+        from ..report.build import certification_plot
 
         certification_plot(c.to_dict(), plot)
     if as_json:

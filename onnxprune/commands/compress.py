@@ -37,7 +37,7 @@ def compress_cmd(model, output, calib, eval_data, ratio, tolerance, delta, grid,
     r = api.compress(model, output=output, calib=calib, eval_data=eval_data, settings=settings, tolerance=tolerance,
                      delta=delta, grid=grid, fold_bn=fold_bn, quantize=quantize, ort_format=ort_format,
                      bench=not no_bench, bench_runs=bench_runs, sweep=report_dir is not None)
-    from .. import report
+    from ..report import build as report
 
     if plan_out:
         r.plan.save(plan_out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ..export import DEFAULT_OPSET, parse_shape
+from ..io.export import DEFAULT_OPSET, parse_shape
 from ._common import emit_json, json_option
 
 

@@ -29,12 +29,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..data import Dataset
+from ..io.data import Dataset
 from ..errors import OnnxPruneError
-from ..graph.subgraph import upstream
-from ..model_io import model_hash
+from ..io.subgraph import upstream
+from ..io.model import model_hash
 from ..progress import track
-from ..runtime import make_session, run_batches
+from ..io.runtime import make_session, run_batches
 from ._blas import single_threaded_blas
 from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts, check_labels
 from .instrument import (

@@ -69,7 +69,7 @@ class Stats:
 
     def check_model(self, model: onnx.ModelProto | str) -> None:
         """Raise if these statistics were collected on another model (compare by content hash)."""
-        from ..model_io import model_hash
+        from ..io.model import model_hash
 
         h = model if isinstance(model, str) else model_hash(model)
         if h != self.model_hash:

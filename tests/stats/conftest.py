@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.data import load_dataset
+from onnxprune.io.data import load_dataset
 
 
 def _model(nodes, inits, inp, out_dim, name):

@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 from scipy.stats import f_oneway
 
-from onnxprune.data import Dataset, load_dataset
+from onnxprune.io.data import Dataset, load_dataset
 from onnxprune.errors import OnnxPruneError
 from onnxprune.stats import ClassMoments, Request, collect, stream
 from onnxprune.stats.collect import _plan

@@ -4,9 +4,9 @@ from click.testing import CliRunner
 from scipy.stats import f_oneway
 
 from onnxprune.cli import main
-from onnxprune.data import load_dataset
+from onnxprune.io.data import load_dataset
 from onnxprune.errors import OnnxPruneError
-from onnxprune.model_io import model_hash
+from onnxprune.io.model import model_hash
 from onnxprune.stats import Request, Stats, collect, default_requests, stream
 
 from .conftest import build_mlp, write_npz

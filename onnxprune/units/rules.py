@@ -1,0 +1,432 @@
+"""The one table of per-op channel rules: how channels flow through each op type.
+
+Every rule reads the channel layouts of a node's inputs from the tracer (`groups.Tracer`), records which tensor
+slices depend on which channels (`ctx.attach`), and sets the layouts of the node's outputs. A rule that cannot see
+through a node raises `Unsupported`; the tracer then makes every group touching that node unprunable and says why.
+Ops missing from `RULES` are treated the same way, so an unknown op never crashes the analysis.
+
+Kinds (one per rule, for the report and the docs):
+  pass         channels flow through unchanged (activations, pooling, Cast, Dropout, Pad, Resize, spatial reductions)
+  norm         pass-through with per-channel parameters (BatchNormalization: γ, β, mean, var)
+  elementwise  feature-map operands are coupled into one group; per-channel constants are members
+  producer     Conv / ConvTranspose / Gemm / MatMul: input channels are consumed, output channels start a new group
+  (depthwise Conv / ConvTranspose, group == C_in == C_out, is handled by the producer rule: channels pass
+               through; weight axis 0, bias and the `group` attribute are members)
+  index        Concat / Split / Slice on the channel axis, Flatten / Reshape to features: offsets and sub-ranges
+  stop         mixes or reduces the channel axis: groups touching it are unprunable
+
+`fix` functions update shape constants (Split sizes, Slice bounds, Reshape targets, Resize sizes) after channels
+are removed; they see `kept(tensor)`, the boolean mask of surviving indices on a tensor's channel axis.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .layout import Layout, flatten, sub, width
+
+if TYPE_CHECKING:
+    from .groups import Tracer
+    from ..rewrite.channels import Fixer
+
+
+class Unsupported(Exception):
+    """This node cannot be seen through; its groups become unprunable with this message as the reason."""
+
+
+@dataclass(frozen=True)
+class OpRule:
+    kind: str
+    trace: Callable[[Tracer, onnx.NodeProto, str], None]
+    fix: Callable[[Fixer, onnx.NodeProto], None] | None = None
+
+
+def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _inp(node: onnx.NodeProto, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _x(ctx: Tracer, node: onnx.NodeProto) -> Layout:
+    layout = ctx.layout(node.input[0])
+    if layout is None:
+        raise Unsupported("its data input has no channel axis we can follow")
+    return layout
+
+
+def _const(ctx: Tracer, name: str, what: str) -> np.ndarray:
+    v = ctx.const(name)
+    if v is None:
+        raise Unsupported(f"{what} '{name}' is not a constant")
+    return v
+
+
+def _axis(axis: int, rank: int | None) -> int:
+    if axis < 0:
+        if rank is None:
+            raise Unsupported("negative axis on a tensor of unknown rank")
+        axis += rank
+    return axis
+
+
+# ---------------------------------------------------------------------------------------------------- pass-through
+def pass_through(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    layout = _x(ctx, node)
+    for t in node.input[1:]:
+        if t and ctx.layout(t) is not None:
+            raise Unsupported("a parameter input depends on the feature maps")
+    for out in node.output:
+        if out:
+            ctx.set(out, layout, like=node.input[0])
+
+
+def _norm(role: str, record_bn: bool) -> Callable:
+    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+        layout = _x(ctx, node)
+        if any(o for o in node.output[1:]):
+            raise Unsupported("training-mode normalisation")
+        params = [t for t in node.input[1:] if t]
+        for t in params:
+            v = _const(ctx, t, "normalisation parameter")
+            if v.ndim != 1 or v.shape[0] != width(layout):
+                raise Unsupported(f"parameter '{t}' is not per-channel")
+        for t in params:
+            ctx.attach(t, 0, layout, role, name)
+        if record_bn:
+            ctx.bn(layout, name)
+        ctx.set(node.output[0], layout, like=node.input[0])
+    return trace
+
+
+def reduce_spatial(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """Reductions over spatial axes only (e.g. ReduceMean over H, W) keep the channel axis."""
+    axes = attr(node, "axes")
+    if axes is None and _inp(node, 1):
+        axes = _const(ctx, node.input[1], "axes").tolist()
+    if not axes:
+        raise Unsupported("reduces over all axes, including channels")
+    rank = ctx.rank(node.input[0])
+    axes = {_axis(a, rank) for a in axes}
+    if 0 in axes or 1 in axes:
+        raise Unsupported("reduces over the batch or channel axis")
+    ctx.set(node.output[0], _x(ctx, node), like=node.input[0])
+
+
+def pad(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    layout = _x(ctx, node)
+    rank = ctx.rank(node.input[0])
+    pads = attr(node, "pads")
+    if pads is None:
+        pads = _const(ctx, node.input[1], "pads").tolist()
+    axes = list(range(rank)) if not _inp(node, 3) else [_axis(a, rank) for a in _const(ctx, node.input[3], "axes")]
+    if 1 in axes:
+        k = axes.index(1)
+        if pads[k] != 0 or pads[k + len(axes)] != 0:
+            raise Unsupported("pads the channel axis")
+    if _inp(node, 2) and ctx.layout(node.input[2]) is not None:
+        raise Unsupported("pad value depends on the feature maps")
+    ctx.set(node.output[0], layout, like=node.input[0])
+
+
+def resize(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    layout = _x(ctx, node)
+    scales = _inp(node, 2) if node.op_type == "Resize" else _inp(node, 1)
+    sizes = _inp(node, 3) if node.op_type == "Resize" else ""
+    if scales:
+        s = _const(ctx, scales, "scales")
+        if s.size and s.size > 1 and s[1] != 1:
+            raise Unsupported("resizes the channel axis")
+    if sizes:
+        v = _const(ctx, sizes, "sizes")
+        if v.size < 2 or v[1] != width(layout):
+            raise Unsupported("resizes the channel axis")
+        ctx.attach(sizes, 0, layout, "shape", name)
+    ctx.set(node.output[0], layout, like=node.input[0])
+
+
+def fix_resize(fx: Fixer, node: onnx.NodeProto) -> None:
+    if node.op_type == "Resize" and _inp(node, 3):
+        v = fx.const(node.input[3]).copy()
+        v[1] = fx.kept(node.output[0]).sum()
+        fx.set_input(node, 3, v)
+
+
+# ---------------------------------------------------------------------------------------------------- elementwise
+def elementwise(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """Add/Sub/Mul/Div/...: feature operands couple (residual Add, SE Mul); constants are per-channel or not."""
+    out = node.output[0]
+    rank = ctx.rank(out)
+    shape = ctx.shape(out)
+    if rank is None or rank < 2 or not isinstance(shape[1], int):
+        raise Unsupported("output rank or channel count unknown")
+    c = shape[1]
+    feats, consts = [], []
+    for t in node.input:
+        if not t:
+            continue
+        layout, value = ctx.layout(t), ctx.const(t)
+        if layout is not None:
+            if ctx.rank(t) != rank:
+                raise Unsupported("operands of different rank")
+            if width(layout) == c:
+                feats.append((t, layout))
+            elif width(layout) == 1:
+                ctx.stop(layout, f"broadcast over the channel axis at node '{name}'")
+            else:
+                raise Unsupported("operand channel counts differ")
+        elif value is not None:
+            consts.append((t, value))
+        else:  # computed from constants only: fine unless it varies along the channel axis
+            s = ctx.shape(t)
+            a = None if s is None else 1 - (rank - len(s))
+            if s is None or (a >= 0 and s[a] != 1):
+                raise Unsupported(f"operand '{t}' is per-channel but not a constant initializer")
+    if not feats:
+        raise Unsupported("no operand carries the output channels")
+    layout = ctx.couple([f[1] for f in feats], name)
+    for t, v in consts:
+        a = 1 - (rank - v.ndim)
+        if a < 0 or v.shape[a] == 1:
+            continue  # scalar along channels
+        if v.shape[a] != c:
+            raise Unsupported(f"constant '{t}' does not broadcast per channel")
+        ctx.attach(t, a, layout, "const", name)
+    ctx.set(out, layout, like=feats[0][0])
+
+
+# ---------------------------------------------------------------------------------------------------- producers
+def _bias(ctx: Tracer, node: onnx.NodeProto, i: int, layout: Layout, role: str, name: str) -> None:
+    t = _inp(node, i)
+    if not t:
+        return
+    v = _const(ctx, t, "bias")
+    if v.ndim == 0 or (v.shape[-1] == 1 and width(layout) != 1):  # broadcast bias: nothing to slice
+        return
+    if v.shape[-1] != width(layout) or any(d != 1 for d in v.shape[:-1]):
+        raise Unsupported(f"bias '{t}' is not per output channel")
+    ctx.attach(t, v.ndim - 1, layout, role, name)
+
+
+def conv(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """Conv W [M, C/g, k...]; ConvTranspose W [C, M/g, k...]. group == 1 or depthwise (group == C == M)."""
+    layout = _x(ctx, node)
+    w = _const(ctx, node.input[1], "weight")
+    g = attr(node, "group", 1)
+    transposed = node.op_type == "ConvTranspose"
+    cin = w.shape[0] if transposed else w.shape[1] * g
+    m = w.shape[1] * g if transposed else w.shape[0]
+    if cin != width(layout):
+        raise Unsupported("weight does not match the input channels")
+    in_axis, out_axis = (0, 1) if transposed else (1, 0)
+    if g == 1:
+        ctx.attach(node.input[1], in_axis, layout, "consumer", name)
+        ctx.consume(node.input[0], layout)
+        out = ctx.produce(name, m)
+        ctx.attach(node.input[1], out_axis, out, "producer", name)
+        _bias(ctx, node, 2, out, "producer", name)
+    elif g == cin == m:
+        out = layout
+        ctx.attach(node.input[1], 0, out, "depthwise", name)
+        _bias(ctx, node, 2, out, "depthwise", name)
+        ctx.attach("group", -1, out, "attr", name)
+    else:
+        raise Unsupported(f"grouped convolution (group={g}, {cin}→{m} channels)")
+    ctx.set(node.output[0], out)
+
+
+def gemm(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """Gemm: A [N, K] features, B [K, M] (or [M, K] with transB); MatMul: 2-D features × constant [K, M]."""
+    layout = _x(ctx, node)
+    if ctx.rank(node.input[0]) != 2 or attr(node, "transA", 0):
+        raise Unsupported("only [N, K] feature inputs are followed")
+    if ctx.layout(node.input[1]) is not None:
+        raise Unsupported("both operands are feature maps")
+    w = _const(ctx, node.input[1], "weight")
+    if w.ndim != 2:
+        raise Unsupported("weight is not a matrix")
+    trans = attr(node, "transB", 0) if node.op_type == "Gemm" else 0
+    in_axis, out_axis = (1, 0) if trans else (0, 1)
+    if w.shape[in_axis] != width(layout):
+        raise Unsupported("weight does not match the input features")
+    ctx.attach(node.input[1], in_axis, layout, "consumer", name)
+    ctx.consume(node.input[0], layout)
+    out = ctx.produce(name, w.shape[out_axis])
+    ctx.attach(node.input[1], out_axis, out, "producer", name)
+    if node.op_type == "Gemm":
+        _bias(ctx, node, 2, out, "producer", name)
+    ctx.set(node.output[0], out)
+
+
+# ---------------------------------------------------------------------------------------------------- index mapping
+def concat(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """On the channel axis: output = input layouts end to end (DenseNet). Elsewhere: inputs are coupled."""
+    rank = ctx.rank(node.output[0])
+    if _axis(attr(node, "axis"), rank) != 1:
+        feats = [ctx.layout(t) for t in node.input]
+        if any(f is None for f in feats):
+            raise Unsupported("concatenates constants with feature maps")
+        ctx.set(node.output[0], ctx.couple(feats, name))
+        return
+    parts: list = []
+    for t in node.input:
+        layout = ctx.layout(t)
+        if layout is None:  # constant channels: their own unprunable group
+            shape = ctx.shape(t)
+            if shape is None or not isinstance(shape[1], int):
+                raise Unsupported(f"channel count of '{t}' unknown")
+            layout = ctx.opaque(shape[1], f"constant channels '{t}' concatenated at node '{name}'")
+        parts.extend(layout)
+    ctx.set(node.output[0], tuple(parts))
+
+
+def split(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    layout = _x(ctx, node)
+    if _axis(attr(node, "axis", 0), ctx.rank(node.input[0])) != 1:
+        return pass_through(ctx, node, name)
+    start = 0
+    for out in node.output:
+        shape = ctx.shape(out)
+        if shape is None or not isinstance(shape[1], int):
+            raise Unsupported("split sizes unknown")
+        try:
+            ctx.set(out, sub(layout, start, start + shape[1]), like=node.input[0])
+        except ValueError as e:
+            raise Unsupported(str(e)) from None
+        start += shape[1]
+    ctx.attach(_inp(node, 1) or "split", 0, layout, "shape", name)
+
+
+def fix_split(fx: Fixer, node: onnx.NodeProto) -> None:
+    sizes = np.array([fx.kept(o).sum() for o in node.output], dtype=np.int64)
+    if fx.opset < 13:
+        fx.set_attr(node, "split", sizes.tolist())
+        return
+    fx.del_attr(node, "num_outputs")
+    if _inp(node, 1):
+        fx.set_input(node, 1, sizes)
+    else:
+        fx.set_input(node, 1, sizes, new_name=f"{node.output[0]}__split")
+
+
+def _slice_args(ctx: Tracer | Fixer, node: onnx.NodeProto) -> list[np.ndarray]:
+    n = len(_const(ctx, node.input[1], "starts"))
+    return [_const(ctx, node.input[i], "slice argument") if _inp(node, i) else
+            (np.arange(n) if i == 3 else np.ones(n, dtype=np.int64)) for i in (1, 2, 3, 4)]
+
+
+def _slice_bounds(start: int, end: int, dim: int) -> tuple[int, int]:
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    return min(max(start, 0), dim), min(max(end, 0), dim)
+
+
+def slice_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    layout = _x(ctx, node)
+    starts, ends, axes, steps = _slice_args(ctx, node)
+    rank = ctx.rank(node.input[0])
+    axes = [_axis(int(a), rank) for a in axes]
+    if 1 not in axes:
+        return pass_through(ctx, node, name)
+    k = axes.index(1)
+    if steps[k] != 1:
+        raise Unsupported("strided slice of the channel axis")
+    s, e = _slice_bounds(int(starts[k]), int(ends[k]), width(layout))
+    try:
+        ctx.set(node.output[0], sub(layout, s, e), like=node.input[0])
+    except ValueError as err:
+        raise Unsupported(str(err)) from None
+    for i in (1, 2):
+        ctx.attach(node.input[i], 0, layout, "shape", name)
+
+
+def fix_slice(fx: Fixer, node: onnx.NodeProto) -> None:
+    starts, ends, axes, _ = _slice_args(fx, node)
+    kept = fx.kept(node.input[0])
+    k = [_axis(int(a), fx.rank(node.input[0])) for a in axes].index(1)
+    s, e = _slice_bounds(int(starts[k]), int(ends[k]), len(kept))
+    starts, ends = starts.copy(), ends.copy()
+    starts[k], ends[k] = kept[:s].sum(), kept[:e].sum()
+    fx.set_input(node, 1, starts)
+    fx.set_input(node, 2, ends)
+
+
+def flatten_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    """Flatten(axis=1) / Reshape [N, C, H, W] → [N, C·H·W]: channel c ↔ features [c·hw, (c+1)·hw)."""
+    layout = _x(ctx, node)
+    src, out = ctx.shape(node.input[0]), ctx.shape(node.output[0])
+    if src is None or out is None:
+        raise Unsupported("shapes unknown")
+    if node.op_type == "Flatten" and _axis(attr(node, "axis", 1), len(src)) != 1:
+        raise Unsupported("flattens the channel axis into the batch axis")
+    if node.op_type == "Reshape":
+        if list(out) == list(src):
+            return ctx.set(node.output[0], layout, like=node.input[0])
+        if len(out) != 2 or out[0] != src[0]:
+            raise Unsupported("reshape other than flattening to [N, features]")
+        _const(ctx, node.input[1], "target shape")
+        ctx.attach(node.input[1], 0, layout, "shape", name)
+    if not all(isinstance(d, int) for d in src[2:]):
+        raise Unsupported("spatial size unknown")
+    hw = int(np.prod(src[2:], dtype=np.int64))
+    ctx.set(node.output[0], flatten(layout, hw), like=node.input[0], flat_src=node.input[0])
+
+
+def fix_reshape(fx: Fixer, node: onnx.NodeProto) -> None:
+    shape = fx.const(node.input[1]).copy()
+    if shape.size == 2 and shape[1] > 0:
+        shape[1] = fx.kept(node.output[0]).sum()
+        fx.set_input(node, 1, shape)
+
+
+# ---------------------------------------------------------------------------------------------------- stops
+def stop(why: str) -> Callable:
+    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+        raise Unsupported(why)
+    return trace
+
+
+_PASS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu", "Celu",
+         "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor",
+         "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Dropout", "Cast",
+         "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu")
+_REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd",
+           "ReduceLogSumExp", "ReduceSumSquare")
+_STOPS = {
+    "Softmax": "normalises across channels", "LogSoftmax": "normalises across channels",
+    "Hardmax": "mixes channels", "LayerNormalization": "normalises across channels",
+    "LRN": "normalises across neighbouring channels", "Transpose": "moves the channel axis",
+    "Shape": "reads the channel count", "DepthToSpace": "mixes channels with space",
+    "SpaceToDepth": "mixes channels with space", "ArgMax": "reduces the channel axis",
+}
+
+RULES: dict[str, OpRule] = {
+    **{op: OpRule("pass", pass_through) for op in _PASS},
+    **{op: OpRule("pass", reduce_spatial) for op in _REDUCE},
+    "Pad": OpRule("pass", pad),
+    "Resize": OpRule("pass", resize, fix_resize),
+    "Upsample": OpRule("pass", resize),
+    "BatchNormalization": OpRule("norm", _norm("bn", record_bn=True)),
+    "InstanceNormalization": OpRule("norm", _norm("const", record_bn=False)),
+    **{op: OpRule("elementwise", elementwise) for op in _ELEMENTWISE},
+    "Conv": OpRule("producer", conv),
+    "ConvTranspose": OpRule("producer", conv),
+    "Gemm": OpRule("producer", gemm),
+    "MatMul": OpRule("producer", gemm),
+    "Concat": OpRule("index", concat),
+    "Split": OpRule("index", split, fix_split),
+    "Slice": OpRule("index", slice_, fix_slice),
+    "Flatten": OpRule("index", flatten_),
+    "Reshape": OpRule("index", flatten_, fix_reshape),
+    **{op: OpRule("stop", stop(why)) for op, why in _STOPS.items()},
+}

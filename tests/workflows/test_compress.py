@@ -1,0 +1,146 @@
+"""`compress` end to end through the CLI: bundled models, data discovery, never overwriting, report files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from builders import LENET300, MNIST_CALIB, MNIST_EVAL, REPO
+from click.testing import CliRunner
+
+from onnxprune.cli import main
+from onnxprune.report.build import REPORT_KEYS
+
+RESNET20 = REPO / "models" / "resnet20_cifar10.onnx"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def mnist_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mnist")
+    for src, name, n in ((MNIST_CALIB, "mnist_calib.npz", 600), (MNIST_EVAL, "mnist_eval.npz", 500)):
+        z = np.load(src)
+        np.savez(d / name, x=z["x"][:n], y=z["y"][:n])
+    return d
+
+
+FAST = ("--no-bench",)
+
+
+def test_structured_lenet_writes_a_smaller_valid_model(tmp_path, mnist_files):
+    out = tmp_path / "small.onnx"
+    r = run("compress", LENET300, "--calib", mnist_files / "mnist_calib.npz", "--eval",
+            mnist_files / "mnist_eval.npz", "--ratio", "0.5", "--alpha", "0.2", "--reconstruct", "-o", out, "--json",
+            *FAST)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output[r.output.index("{"):])
+    assert set(d) == set(REPORT_KEYS)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert out.stat().st_size < 0.6 * LENET300.stat().st_size
+    acc = next(x for x in d["summary"] if x["metric"].startswith("accuracy"))
+    assert acc["after"] > 0.95  # half the hidden neurons gone, re-fitted by least squares
+
+
+def test_unstructured_lenet_hits_the_sparsity(tmp_path, mnist_files):
+    out = tmp_path / "sparse.onnx"
+    r = run("compress", LENET300, "--mode", "unstructured", "--criterion", "fscreen", "--ratio", "0.9",
+            "--calib", mnist_files / "mnist_calib.npz", "--eval", mnist_files / "mnist_eval.npz", "-o", out,
+            "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output[r.output.index("{"):])
+    kept = sum(v["kept"] for v in d["kept"].values())
+    total = sum(v["total"] for v in d["kept"].values())
+    assert abs((1 - kept / total) - 0.9) <= 0.005
+
+
+def test_output_is_deterministic(tmp_path, mnist_files):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"o{i}.onnx"
+        r = run("compress", LENET300, "--calib", mnist_files / "mnist_calib.npz", "--ratio", "0.3", "-o", out, *FAST)
+        assert r.exit_code == 0, r.output
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_refuses_to_overwrite_the_input(tmp_path, mnist_files):
+    model = tmp_path / "m.onnx"
+    shutil.copy(LENET300, model)
+    before = model.read_bytes()
+    r = run("compress", model, "--calib", mnist_files / "mnist_calib.npz", "-o", model, *FAST)
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output
+    assert model.read_bytes() == before
+
+
+class TestCalibrationDiscovery:
+    """Without --calib, compress uses the one calib_data/*calib*.npz that fits the model input."""
+
+    def _in(self, folder: Path, files: dict[str, tuple]) -> Path:
+        (folder / "calib_data").mkdir()
+        rng = np.random.default_rng(0)
+        for name, shape in files.items():
+            np.savez(folder / "calib_data" / name, x=rng.integers(0, 255, shape, dtype=np.uint8),
+                     y=rng.integers(0, 10, shape[0]))
+        shutil.copy(LENET300, folder / "m.onnx")
+        return folder
+
+    def test_one_match_is_used_and_named(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(self._in(tmp_path, {"mnist_calib.npz": (64, 1, 28, 28), "cifar_calib.npz": (8, 3, 32, 32)}))
+        r = run("compress", "m.onnx", "--ratio", "0.2", *FAST)
+        assert r.exit_code == 0, r.output
+        assert "using calib_data/mnist_calib.npz" in r.output
+        assert Path("m.pruned.onnx").exists()
+
+    def test_none_is_a_clear_error(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(self._in(tmp_path, {"cifar_calib.npz": (8, 3, 32, 32)}))
+        r = run("compress", "m.onnx", *FAST)
+        assert r.exit_code == 2 and "no calibration data" in r.output
+
+    def test_several_is_a_clear_error(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(self._in(tmp_path, {"a_calib.npz": (8, 1, 28, 28), "b_calib.npz": (8, 1, 28, 28)}))
+        r = run("compress", "m.onnx", *FAST)
+        assert r.exit_code == 2 and "several calib files" in r.output
+
+
+def test_report_files_and_keys(tmp_path, mnist_files):
+    rep = tmp_path / "rep"
+    r = run("compress", LENET300, "--calib", mnist_files / "mnist_calib.npz", "--eval", mnist_files / "mnist_eval.npz",
+            "--ratio", "0.5", "-o", tmp_path / "o.onnx", "--report", rep, "--bench-runs", "20")
+    assert r.exit_code == 0, r.output
+    for f in ("report.md", "report.json", "accuracy_vs_ratio.png", "kept_per_layer.png", "latency.png"):
+        assert (rep / f).stat().st_size > 0, f
+    d = json.loads((rep / "report.json").read_text())
+    assert set(d) == set(REPORT_KEYS)
+    assert {"params", "MACs"} <= {x["metric"] for x in d["summary"]}
+    assert any(x["metric"].startswith("latency p50 ms, 1 thread") for x in d["summary"])
+
+
+@pytest.mark.skipif(not RESNET20.exists(), reason="trained ResNet-20 not bundled yet")
+def test_resnet20_structured_end_to_end(tmp_path):
+    z = np.load(REPO / "calib_data" / "cifar10_calib.npz")
+    np.savez(tmp_path / "c.npz", x=z["x"][:128], y=z["y"][:128])
+    out = tmp_path / "r.onnx"
+    r = run("compress", RESNET20, "--calib", tmp_path / "c.npz", "--eval", tmp_path / "c.npz", "--ratio", "0.6",
+            "--alpha", "0.2", "-o", out, "--json", "--bench-runs", "20")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output[r.output.index("{"):])
+    rows = {x["metric"]: x for x in d["summary"]}
+    assert rows["MACs"]["ratio"] < 0.7 and rows["params"]["ratio"] < 0.7
+
+
+def test_tolerance_certifies_a_ratio(tmp_path, mnist_files):
+    r = run("compress", LENET300, "--calib", MNIST_CALIB, "--eval", mnist_files / "mnist_eval.npz", "--tolerance",
+            "0.02", "--delta", "0.1", "--mode", "unstructured", "--criterion", "magnitude", "--grid", "0.5:0.9:0.2",
+            "-o", tmp_path / "c.onnx", "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output[r.output.index("{"):])
+    c = d["certification"]
+    assert c["grid"] == [0.5, 0.7, 0.9] and c["certified_ratio"] in (None, 0.5, 0.7, 0.9)
+    assert c["build_samples"] + c["certification_samples"] == 10000
