@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
+from .graph import graph_outputs, name_nodes, remove_unused_initializers
 
 TWO_GB = 2**31 - 1
 
@@ -42,7 +43,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant nodes become initializers and Identity-of-constant nodes are folded away, in place."""
+    """In place: Constant nodes become initializers, Identity-of-constant nodes are folded away, and every node gets
+    a unique stable name (`graph.name_nodes`) that every later stage uses."""
     g = model.graph
     inits = {t.name for t in g.initializer}
     keep = []
@@ -51,7 +53,7 @@ def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
             t = numpy_helper.to_array(node.attribute[0].t)
             g.initializer.append(numpy_helper.from_array(t, node.output[0]))
             inits.add(node.output[0])
-        elif node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in _graph_output_names(g):
+        elif node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in graph_outputs(model):
             src = next(t for t in g.initializer if t.name == node.input[0])
             alias = onnx.TensorProto()
             alias.CopyFrom(src)
@@ -69,35 +71,19 @@ def normalise(model: onnx.ModelProto) -> onnx.ModelProto:
     if len(user_inputs) != len(g.input):
         del g.input[:]
         g.input.extend(user_inputs)
-    return model
+    return name_nodes(model)
 
 
-def remove_unused_initializers(model: onnx.ModelProto) -> None:
-    g = model.graph
-    used = {i for n in g.node for i in n.input} | _graph_output_names(g)
-    keep = [t for t in g.initializer if t.name in used]
-    if len(keep) != len(g.initializer):
-        del g.initializer[:]
-        g.initializer.extend(keep)
 
 
-def _graph_output_names(g: onnx.GraphProto) -> set[str]:
-    return {o.name for o in g.output}
 
 
-def initializer_map(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Name → numpy array for every initializer."""
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
-    """Replace (or add) an initializer, keeping its position so output bytes stay deterministic."""
-    new = numpy_helper.from_array(np.ascontiguousarray(value), name)
-    for i, t in enumerate(model.graph.initializer):
-        if t.name == name:
-            model.graph.initializer[i].CopyFrom(new)
-            return
-    model.graph.initializer.append(new)
+
+
+
+
 
 
 def model_hash(model: onnx.ModelProto) -> str:

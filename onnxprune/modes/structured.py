@@ -451,3 +451,20 @@ def _add_after_matmul(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.nda
     idx = list(model.graph.node).index(node)
     model.graph.node.insert(idx + 1, onnx.helper.make_node("Add", [node.output[0], bname], [out],
                                                             name=f"{node.name}.bias_add"))
+
+
+class _Structured:
+    name = "structured"
+    requests = staticmethod(requests)
+    score = staticmethod(score)
+    select = staticmethod(select)
+    reconstruct = staticmethod(reconstruct)
+    report = staticmethod(report)
+    kept = staticmethod(kept_fraction)
+
+    @staticmethod
+    def apply(model, plan, probe=None):
+        return apply(model, plan)
+
+
+STRUCTURED = _Structured()

@@ -331,3 +331,23 @@ def report(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: l
         "size": size_report(dense, pruned),
         "notes": notes,
     }
+
+
+class _Unstructured:
+    name = "unstructured"
+    requests = staticmethod(requests)
+    score = staticmethod(score)
+    select = staticmethod(select)
+    reconstruct = staticmethod(reconstruct)
+    report = staticmethod(report)
+
+    @staticmethod
+    def kept(scores, plan):
+        return {name: (int(m.sum()), int(m.size)) for name, m in sorted(plan.masks.items())}
+
+    @staticmethod
+    def apply(model, plan, probe=None):
+        return apply(model, plan)
+
+
+UNSTRUCTURED = _Unstructured()

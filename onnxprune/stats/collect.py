@@ -44,9 +44,7 @@ from .instrument import (
     Classes,
     Tap,
     TensorInfo,
-    following_activation,
     instrument,
-    layer_info,
     sum_type,
     tensor_infos,
 )
@@ -58,6 +56,22 @@ LABEL_MODES = ("auto", "true", "predicted")
 DEFAULT_OPTIMIZE = "all"
 
 
+@dataclass(frozen=True, eq=False)
+class ContribSpec:
+    """What the relative-importance accumulator needs of the layer that reads a requested tensor; made by
+    `units.weights.contrib_spec`, so the statistics engine needs no knowledge of layers or graph walking."""
+
+    layer: str  # the Gemm / MatMul / Conv node (statistics are stored under this name)
+    op: str
+    input: str  # the layer's data input: the tensor the request must be for
+    weight: np.ndarray  # (out, in/groups) float64; Conv: Σ|w| over the kernel
+    bias: np.ndarray | None
+    groups: int
+    kind: str  # "features" or "channels": how the layer's input must be requested
+    activation: tuple[str, float, float] | None = None  # (tensor, lo, hi): the activation after the layer, whose
+    # output outside (lo, hi) marks samples in its blind range
+
+
 @dataclass(frozen=True)
 class Request:
     """One tensor and the statistics wanted of it.
@@ -66,14 +80,18 @@ class Request:
     kind "channels": a (B, C, *spatial) map reduced in the graph to per-sample spatial means (B, C); zero fractions
     (for "zeros") and per-sample Σx² over positions (for "moments" → sqnorm) are reduced in the graph too. A rank-2
     tensor requested as "channels" is the same as "features".
-    stats ⊆ {"class_moments", "zeros", "moments", "gram", "contrib"}; "contrib" needs `layer`, the Gemm / MatMul /
-    Conv node whose data input `tensor` is.
+    stats ⊆ {"class_moments", "zeros", "moments", "gram", "contrib"}; "contrib" needs `contrib`, the layer whose
+    data input `tensor` is.
     """
 
     tensor: str
     kind: str
     stats: frozenset[str]
-    layer: str | None = None
+    contrib: ContribSpec | None = None
+
+    @property
+    def layer(self) -> str | None:
+        return None if self.contrib is None else self.contrib.layer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stats", frozenset(self.stats))
@@ -85,8 +103,8 @@ class Request:
                                  f"(known: {', '.join(sorted(STATS))})")
         if not self.stats:
             raise OnnxPruneError(f"request for '{self.tensor}': no statistics asked for")
-        if "contrib" in self.stats and not self.layer:
-            raise OnnxPruneError(f"request for '{self.tensor}': 'contrib' needs the consuming layer (layer=...)")
+        if "contrib" in self.stats and self.contrib is None:
+            raise OnnxPruneError(f"request for '{self.tensor}': 'contrib' needs the consuming layer (contrib=...)")
 
 
 @dataclass
@@ -183,33 +201,31 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
             plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x: a.update(g(o))))
         for r in reqs:
             if "contrib" in r.stats:
-                _plan_contrib(model, plan, r, as_map, x_out, infos)
+                _plan_contrib(plan, r, as_map, x_out)
     return plan
 
 
-def _plan_contrib(model: onnx.ModelProto, plan: _Plan, r: Request, as_map: bool, x_out: str,
-                  infos: dict[str, TensorInfo]) -> None:
-    layer = layer_info(model, r.layer)
-    if layer.input != r.tensor:
-        raise OnnxPruneError(f"request for '{r.tensor}': layer '{r.layer}' reads '{layer.input}', not this tensor")
-    if (layer.kind == "channels") != as_map:
-        need = "channels" if layer.kind == "channels" else "features"
-        raise OnnxPruneError(f"request for '{r.tensor}': contributions into {layer.node.op_type} '{r.layer}' need "
-                             f"kind '{need}'")
-    if layer.name in plan.contrib_inputs:
+def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str) -> None:
+    spec = r.contrib
+    if spec.input != r.tensor:
+        raise OnnxPruneError(f"request for '{r.tensor}': layer '{spec.layer}' reads '{spec.input}', not this tensor")
+    if (spec.kind == "channels") != as_map:
+        raise OnnxPruneError(f"request for '{r.tensor}': contributions into {spec.op} '{spec.layer}' need "
+                             f"kind '{spec.kind}'")
+    if spec.layer in plan.contrib_inputs:
         return
-    acc = Contributions(layer.weight, layer.bias, layer.groups)
-    n_in = layer.weight.shape[1] * layer.groups
-    act = following_activation(model, layer.node)
-    plan.contrib_inputs[layer.name] = r.tensor
+    acc = Contributions(spec.weight, spec.bias, spec.groups)
+    n_in = spec.weight.shape[1] * spec.groups
+    act = spec.activation
+    plan.contrib_inputs[spec.layer] = r.tensor
     if as_map:
-        a_out = plan.tap(Tap(act[0], "active", act[2], act[3])) if act else None
+        a_out = plan.tap(Tap(act[0], "active", act[1], act[2])) if act else None
 
         def feed(o, a=acc, k=x_out, ak=a_out):
             a.update(o[k], active=None if ak is None else o[ak] > 0)
     else:
         p_out = plan.tap(Tap(act[0], "raw")) if act else None
-        lo, hi = (act[2], act[3]) if act else (None, None)
+        lo, hi = (act[1], act[2]) if act else (None, None)
 
         def feed(o, a=acc, k=x_out, pk=p_out, lo=lo, hi=hi, n_in=n_in):
             x = o[k]
@@ -219,7 +235,7 @@ def _plan_contrib(model: onnx.ModelProto, plan: _Plan, r: Request, as_map: bool,
                 p = o[pk].reshape(len(x), -1)
                 active = (p > lo) & (p < hi)
             a.update(x, active=active)
-    plan.bindings.append(_Binding(layer.name, acc, feed))
+    plan.bindings.append(_Binding(spec.layer, acc, feed))
 
 
 def _label_mode(labels: str, data: Dataset) -> str:
