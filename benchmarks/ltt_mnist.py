@@ -66,7 +66,7 @@ def main() -> None:
     for label, crit, alpha in CANDIDATES:
         prep = prepare(model, train, PruneSettings(mode="unstructured", criterion=crit, alpha=alpha))
         losses = np.stack([np.zeros(len(pool)) if r == 0 else
-                           ((dense == pool.labels) & (predict(prep.build(float(r))[0], pool) != pool.labels))
+                           ((dense == pool.labels) & (predict(prep.build(float(r), train, reconstruct=prep.settings.reconstruct).model, pool) != pool.labels))
                            .astype(float) for r in grid])
         for eps in args.eps:
             cert_r, oracle_r, viol, none = [], [], 0, 0

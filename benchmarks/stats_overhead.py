@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 from onnxprune.io.data import Dataset, load_dataset
 from onnxprune.io.model import load_model
 from onnxprune.io.runtime import make_session
-from onnxprune.stats import collect, default_requests
+from onnxprune.criteria.needs import default_requests
+from onnxprune.stats import collect
 
 
 def models() -> list[tuple[str, Path, Path, str]]:

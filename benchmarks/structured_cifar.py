@@ -25,7 +25,7 @@ from onnxprune.units.count import count
 from onnxprune.io.model import load_model
 from onnxprune.select.plan import PruneSettings
 from onnxprune.stats import collect
-from onnxprune.modes import structured
+from onnxprune.modes.structured import STRUCTURED as structured
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"resnet20": "resnet20_cifar10.onnx", "densenet": "densenet_cifar10.onnx",

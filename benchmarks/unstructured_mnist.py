@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.modes import unstructured as U
+from onnxprune.modes.unstructured import UNSTRUCTURED as U
 from onnxprune.io.data import load_dataset
 from onnxprune.measure.evaluate import predict
 from onnxprune.io.model import load_model

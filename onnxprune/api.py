@@ -5,20 +5,27 @@ The CLI is a thin layer over these; paths or in-memory `onnx.ModelProto`s are bo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
+from .errors import OnnxPruneError
+from .io.data import Dataset, load_dataset
+from .io.export import ExportResult
+from .io.export import export as _export
+from .io.model import load_model
 from .measure import bench as _bench
 from .measure.check import CheckResult
 from .measure.check import check as _check
-from .io.data import Dataset, load_dataset
 from .measure.evaluate import EvalResult
 from .measure.evaluate import evaluate as _evaluate
-from .io.export import ExportResult
-from .io.export import export as _export
-from .errors import OnnxPruneError
-from .io.model import load_model
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .select.plan import Plan, PruneSettings
+    from .workflows.certify import CertifyRun
+    from .workflows.compress import CompressResult
+    from .workflows.prune import PruneResult
 
 ModelLike = str | Path | onnx.ModelProto
 
@@ -59,35 +66,39 @@ def check(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, m
     return _check(m, ref, as_dataset(data, m), max_drop, batch_size)
 
 
-def compress(model: str | Path, **kwargs):
-    """The whole chain (see `onnxprune.compress.compress` for the options); returns a CompressResult."""
+def compress(model: str | Path, **kwargs) -> CompressResult:
+    """The whole chain (see `onnxprune.workflows.compress.compress` for the options); returns a CompressResult."""
     from .workflows.compress import compress as _compress
 
     return _compress(model, **kwargs)
 
 
-def certify(model: ModelLike, calib: str | Path | Dataset, *, eps: float, delta: float = 0.1,
-            grid: str = "0:0.95:0.05", settings=None, cert_data: str | Path | Dataset | None = None,
-            pvalue: str = "binomial", control: str = "fixed_sequence", cert_fraction: float = 0.5):
-    """Learn-then-Test: the largest ratio in `grid` whose risk is ≤ eps with probability ≥ 1 - delta."""
-    from .workflows.certify import run
+def certify(model: ModelLike, calib: str | Path | Dataset, *, tolerance: float, delta: float = 0.1,
+            grid: str = "0:0.95:0.05", settings: PruneSettings | None = None,
+            cert_data: str | Path | Dataset | None = None, pvalue: str = "binomial", control: str = "fixed_sequence",
+            cert_fraction: float = 0.5) -> CertifyRun:
+    """Learn-then-Test: the largest ratio in `grid` whose risk is ≤ `tolerance` with probability ≥ 1 - delta.
+
+    Returns a `workflows.certify.CertifyRun`, whose `candidate` is the certified model and plan (None if nothing
+    was certified). `cert_data` must share no sample with `calib`."""
     from .certify import parse_grid
     from .select.plan import PruneSettings
+    from .workflows.certify import run
 
     m = as_model(model)
-    settings = settings or PruneSettings()
-    return run(m, as_dataset(calib, m), settings, parse_grid(grid), eps, delta,
+    ratios = parse_grid(grid)
+    return run(m, as_dataset(calib, m), settings or PruneSettings(), ratios, tolerance, delta,
                cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
-               pvalue=pvalue, control=control, reconstruct=settings.reconstruct)
+               pvalue=pvalue, control=control)
 
 
 def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | Path | Dataset | None = None,
-          settings=None, plan_out: str | Path | None = None):
+          settings: PruneSettings | None = None, plan_out: str | Path | None = None) -> PruneResult:
     """Prune at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
-    Returns a `pipeline.PruneResult` (model, plan, per-layer or per-group report)."""
+    Returns a `workflows.prune.PruneResult` (model, plan, per-layer or per-group report)."""
     from .io.model import save_model
-    from .workflows.prune import prune as _prune
     from .select.plan import PruneSettings
+    from .workflows.prune import prune as _prune
 
     settings = settings or PruneSettings()
     m = as_model(model)
@@ -98,12 +109,13 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | 
     return r
 
 
-def apply(model: str | Path | onnx.ModelProto, plan, output: str | Path, calib: str | Path | Dataset | None = None):
+def apply(model: str | Path | onnx.ModelProto, plan: str | Path | Plan, output: str | Path,
+          calib: str | Path | Dataset | None = None) -> PruneResult:
     """Re-apply a saved plan (path or Plan) to the model it was made for; re-fits with `calib` when the plan was
     made with reconstruction. Same inputs → byte-identical output."""
     from .io.model import save_model
-    from .workflows.prune import replay
     from .select.plan import Plan
+    from .workflows.prune import replay
 
     m = as_model(model)
     p = plan if isinstance(plan, Plan) else Plan.load(plan)
@@ -120,7 +132,8 @@ def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | No
     criteria ⊆ {fscreen, apoz, wanda, ri, gram, all}; labels: auto (y if present, else the model's predictions),
     true, or predicted (label-free mode, recorded in `Stats.label_mode`).
     """
-    from .stats import collect, default_requests
+    from .criteria.needs import default_requests
+    from .stats import collect
 
     m = as_model(model)
     data = as_dataset(calib, m)
@@ -128,7 +141,8 @@ def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | No
     if not reqs:
         raise OnnxPruneError("the model has no Gemm, MatMul (constant weight) or Conv layers to collect statistics for")
     st = collect(m, data, reqs, batch_size=batch_size, labels=labels)
-    st.meta["criteria"] = sorted(set(criteria.replace(",", " ").split()) if isinstance(criteria, str) else set(criteria))
+    names = criteria.replace(",", " ").split() if isinstance(criteria, str) else criteria
+    st.meta["criteria"] = sorted(set(names))
     st.meta["calib"] = str(calib) if not isinstance(calib, Dataset) else (calib.source or "<dataset>")
     if output is not None:
         st.save(output)

@@ -34,3 +34,19 @@ def tiny_mlp(seed: int = 0, constant_nodes: bool = False) -> onnx.ModelProto:
     model.ir_version = 9
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+
+
+def edge_conv() -> onnx.ModelProto:
+    """x (N,1,8,8) → Conv(1→2): filter 0 a Laplacian (its weights sum to 0), filter 1 a box → Relu → out."""
+    w = np.stack([LAPLACIAN, np.full((3, 3), 1 / 9, np.float32)])[:, None]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "edge",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    return m

@@ -72,3 +72,32 @@ def test_min_channels_reaches_the_plan(tmp_path):
     plan = Plan.from_json(plan_path.read_text())
     assert plan.settings["min_channels"] == 5 and plan.channels
     assert all(len(kept) >= 5 for kept in plan.channels.values())
+
+
+def test_no_library_module_imports_the_cli():
+    """The CLI sits on top: only cli.py and commands/ may import onnxprune.cli or onnxprune.commands."""
+    from pathlib import Path
+
+    import onnxprune
+
+    root = Path(onnxprune.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.relative_to(root).parts[0] not in ("commands", "cli.py")
+                 and any(m.startswith(("onnxprune.cli", "onnxprune.commands")) for m in _imported(p, root))]
+    assert offenders == []
+
+
+def _imported(path, root) -> list[str]:
+    """Absolute names of every module (and `from` name) the file imports, relative imports resolved."""
+    import ast
+
+    package = ["onnxprune", *path.relative_to(root).parts[:-1]]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names += [module] + [f"{module}.{a.name}" for a in node.names]
+    return names

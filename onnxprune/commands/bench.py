@@ -5,7 +5,8 @@ import click
 
 from .. import api
 from ..measure.bench import BenchResult, parse_shapes
-from ._common import emit_json, json_option, print_table
+from ..report import print_table
+from ._common import emit_json, json_option
 
 _THREAD_LABEL = {"1": "1 thread", "default": "default threads"}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ._common import emit_json, info, json_option, print_table, pruning_options
+from ..report import certification_rows, info, print_table
+from ._common import emit_json, json_option, pruning_options
 
 
 @click.command("certify")
@@ -12,8 +13,9 @@ from ._common import emit_json, info, json_option, print_table, pruning_options
 @click.option("--calib", required=True, type=click.Path(dir_okay=False),
               help="Labelled (or unlabelled) .npz, split (seeded) into a scoring half and a certification half.")
 @click.option("--cert-data", type=click.Path(dir_okay=False),
-              help="Separate certification .npz; then all of --calib is used for scoring.")
-@click.option("--tolerance", "eps", required=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Separate certification .npz sharing no sample with --calib; then all of --calib is used for "
+                   "scoring.")
+@click.option("--tolerance", required=True, type=click.FloatRange(0, 1, min_open=True),
               help="ε: the largest acceptable risk (new errors, or disagreement when unlabelled).")
 @click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
 @click.option("--grid", default="0:0.95:0.05", show_default=True, help="Ratios, fixed before data is seen.")
@@ -24,23 +26,21 @@ from ._common import emit_json, info, json_option, print_table, pruning_options
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG of risk and p-value against ratio.")
 @pruning_options
 @json_option
-def certify_cmd(model, calib, cert_data, eps, delta, grid, pvalue, control, cert_fraction, plot, settings,
+def certify_cmd(model, calib, cert_data, tolerance, delta, grid, pvalue, control, cert_fraction, plot, settings,
                 as_json, ratio=None) -> None:
     """Certify the largest safe pruning ratio of MODEL with a finite-sample guarantee."""
-    run = api.certify(model, calib, eps=eps, delta=delta, grid=grid, settings=settings, cert_data=cert_data,
-                      pvalue=pvalue, control=control, cert_fraction=cert_fraction)
-    c = run.certification
+    run = api.certify(model, calib, tolerance=tolerance, delta=delta, grid=grid, settings=settings,
+                      cert_data=cert_data, pvalue=pvalue, control=control, cert_fraction=cert_fraction)
+    d = run.to_dict()
     if plot:
-        from ..report.build import certification_plot
+        from ..report import certification_plot
 
-        certification_plot(c.to_dict(), plot)
+        certification_plot(d, plot)
     if as_json:
-        emit_json({**c.to_dict(), "build_samples": run.build_n, "certification_samples": run.cert_n,
-                   "loss": run.loss, "settings": settings.to_dict()})
+        emit_json({**d, "settings": settings.to_dict()})
         return
     info(f"scored on {run.build_n} samples, certified on {run.cert_n} disjoint samples; loss = {run.loss}")
-    print_table(f"{settings.mode} / {settings.criterion}: risk ≤ {eps} with probability ≥ {1 - delta:.2f}",
+    print_table(f"{settings.mode} / {settings.criterion}: risk ≤ {tolerance} with probability ≥ {1 - delta:.2f}",
                 ["ratio", "risk", "p-value", "certified"],
-                [[f"{row['ratio']:.2f}", row["risk"], row["p_value"], "yes" if row["certified"] else ""]
-                 for row in c.rows()])
-    click.echo(c.message if c.certified_ratio is None else f"certified ratio: {c.certified_ratio:.2f}")
+                [[x["label"], x["risk"], x["p_value"], x["verdict"]] for x in certification_rows(d)])
+    click.echo(run.nothing_certified() if run.candidate is None else f"certified ratio: {d['certified_ratio']:.2f}")

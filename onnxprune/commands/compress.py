@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ._common import emit_json, info, json_option, pruning_options
+from ..report import info
+from ._common import emit_json, json_option, pruning_options
 
 
 @click.command("compress")
@@ -37,7 +38,7 @@ def compress_cmd(model, output, calib, eval_data, ratio, tolerance, delta, grid,
     r = api.compress(model, output=output, calib=calib, eval_data=eval_data, settings=settings, tolerance=tolerance,
                      delta=delta, grid=grid, fold_bn=fold_bn, quantize=quantize, ort_format=ort_format,
                      bench=not no_bench, bench_runs=bench_runs, sweep=report_dir is not None)
-    from ..report import build as report
+    from .. import report
 
     if plan_out:
         r.plan.save(plan_out)

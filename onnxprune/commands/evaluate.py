@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ._common import batch_option, emit_json, json_option, print_table
+from ..report import print_table
+from ._common import batch_option, emit_json, json_option
 
 
 @click.command("eval")

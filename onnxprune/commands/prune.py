@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ._common import emit_json, info, json_option, print_table, pruning_options
+from ..report import info, print_table
+from ._common import emit_json, json_option, pruning_options
 
 
 @click.command("prune")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ..stats import CRITERIA
-from ._common import batch_option, emit_json, info, json_option, print_table
+from ..criteria.needs import CRITERIA
+from ..report import info, print_table
+from ._common import batch_option, emit_json, json_option
 
 
 @click.command("stats")

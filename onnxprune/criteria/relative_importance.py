@@ -4,28 +4,12 @@ Per sample, weight (i, j) contributes r_ij = |w_ij·x_j| / (Σ_k |w_ik·x_k| + |
 Samples whose pre-activation lies in the activation's blind range (zero derivative: ReLU ≤ 0) are skipped,
 since no small change of w_ij moves the output there. The statistics engine accumulates mean and std of r
 online ("ri_mean", "ri_std"); the score is mean + β·std, so a weight that is usually small but sometimes large
-(high std) is protected. β = 1 by default (settings.beta).
+(high std) is protected. β = 1 by default (settings.beta). The contributions themselves are accumulated by
+`stats.accumulators.Contributions` (streaming, no (B, out, in) temporary).
 """
 from __future__ import annotations
 
 import numpy as np
-
-EPS = 1e-12
-
-
-def contributions(w: np.ndarray, b: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """r (B, out, in) for a fully connected layer y = x·wᵀ + b; the definition the statistics engine follows."""
-    w = np.asarray(w, dtype=np.float64)
-    a = np.abs(np.asarray(x, dtype=np.float64)[:, None, :] * w[None])
-    denom = a.sum(2) + (0.0 if b is None else np.abs(np.asarray(b, dtype=np.float64)))[None] + EPS
-    return a / denom[..., None]
-
-
-def relu_active(w: np.ndarray, b: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """(B, out) mask of samples outside ReLU's blind range (pre-activation > 0)."""
-    pre = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T + (0.0 if b is None else np.asarray(b, np.float64))
-    return pre > 0
-
 
 def score(ri_mean: np.ndarray, ri_std: np.ndarray, beta: float = 1.0) -> np.ndarray:
     """mean + β·std of the contribution ratio over the kept samples; lowest is pruned first."""

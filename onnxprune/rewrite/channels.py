@@ -1,4 +1,4 @@
-"""Apply channel decisions to a graph: remove channels physically, or zero them (the reference), or fold BN.
+"""Apply channel decisions to a graph: remove channels physically, or zero them (the reference).
 
 `remove_channels` slices every member of every pruned group (weights on the right axis, biases, BN vectors,
 per-channel constants, Gemm rows/columns), updates `group` attributes of depthwise convs and the shape constants of
@@ -13,16 +13,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..errors import OnnxPruneError
-from ..io.model import (
-    initializer_map,
-    remove_unused_initializers,
-    set_initializer,
-    validate,
-)
-from ..units.groups import ChannelGroup, Tracer, node_names
+from ..io.graph import attr, del_attr, fresh_name, initializer_map, set_attr, set_initializer, uses
+from ..io.model import validate
+from ..units.groups import ChannelGroup, Tracer
 from ..units.layout import positions, width
 from ..units.rules import RULES
 
@@ -49,7 +44,7 @@ def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
                 to_fix[m.node] = None
             elif len(idx):
                 cuts[(m.tensor, m.axis)].append(idx)
-    nodes = dict(zip(node_names(work), work.graph.node))
+    nodes = {n.name: n for n in work.graph.node}
     for name in to_fix:  # shape constants first: they read the original values
         RULES[nodes[name].op_type].fix(fixer, nodes[name])
     inits = initializer_map(work)
@@ -57,7 +52,7 @@ def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
         inits[t] = np.delete(inits[t], np.unique(np.concatenate(idx)), axis=axis)
         set_initializer(work, t, inits[t])
     for name, n in group_attr.items():
-        fixer.set_attr(nodes[name], "group", _attr(nodes[name], "group") - n)
+        fixer.set_attr(nodes[name], "group", attr(nodes[name], "group") - n)
     return validate(work)
 
 
@@ -76,51 +71,13 @@ def zero_consumers(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
     return work
 
 
-def fold_bn(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold every BatchNormalization that directly follows a Conv into the Conv's weights and bias (deployment)."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    g = work.graph
-    inits = initializer_map(work)
-    uses = _uses(work)
-    producer = {o: n for n in g.node for o in n.output}
-    outputs = {o.name for o in g.output}
-    drop = []
-    for bn in g.node:
-        conv = producer.get(bn.input[0])
-        if (bn.op_type != "BatchNormalization" or conv is None or conv.op_type != "Conv" or len(bn.output) > 1
-                or uses[bn.input[0]] != 1 or bn.input[0] in outputs or uses[conv.input[1]] != 1
-                or conv.input[1] not in inits or not all(t in inits for t in bn.input[1:5])):
-            continue
-        gamma, beta, mean, var = (inits[t].astype(np.float64) for t in bn.input[1:5])
-        scale = gamma / np.sqrt(var + _attr(bn, "epsilon", 1e-5))
-        w = inits[conv.input[1]]
-        bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else ""
-        b = inits[bias_name].astype(np.float64) if bias_name else np.zeros(w.shape[0])
-        set_initializer(work, conv.input[1], (w * scale.reshape(-1, *[1] * (w.ndim - 1))).astype(w.dtype))
-        new_bias = ((b - mean) * scale + beta).astype(w.dtype)
-        if not bias_name or uses[bias_name] != 1:
-            bias_name = _fresh(inits, f"{conv.input[1]}_folded_bias")
-            inits[bias_name] = new_bias
-            while len(conv.input) < 3:
-                conv.input.append("")
-            conv.input[2] = bias_name
-        set_initializer(work, bias_name, new_bias)
-        conv.output[0] = bn.output[0]
-        drop.append(bn)
-    for bn in drop:
-        g.node.remove(bn)
-    remove_unused_initializers(work)
-    return validate(work)
-
-
 class Fixer:
     """What an op's `fix` needs: original constants, kept-index masks per tensor, and safe ways to edit a node."""
 
     def __init__(self, model: onnx.ModelProto, tracer: Tracer, removed: dict[str, np.ndarray]):
         self.model, self.tracer, self.opset = model, tracer, tracer.opset
         self.removed_by_root = {tracer.group_root[gid]: r for gid, r in removed.items()}
-        self.uses = _uses(model)
+        self.uses = uses(model)
 
     def const(self, t: str) -> np.ndarray:
         return self.tracer.inits[t]
@@ -150,7 +107,7 @@ class Fixer:
             node.input.append("")
         old = node.input[i]
         if new_name or not old or self.uses.get(old, 0) > 1:
-            name = _fresh(self.tracer.inits, new_name or f"{old}__{node.name or node.output[0]}")
+            name = fresh_name(self.tracer.inits, new_name or f"{old}__{node.name}")
             self.tracer.inits[name] = value
             node.input[i] = name
             self.uses[name] = 1
@@ -159,13 +116,10 @@ class Fixer:
         set_initializer(self.model, node.input[i], value)
 
     def set_attr(self, node: onnx.NodeProto, name: str, value) -> None:
-        self.del_attr(node, name)
-        node.attribute.append(helper.make_attribute(name, value))
+        set_attr(node, name, value)
 
     def del_attr(self, node: onnx.NodeProto, name: str) -> None:
-        for a in list(node.attribute):
-            if a.name == name:
-                node.attribute.remove(a)
+        del_attr(node, name)
 
 
 def _prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Tracer, list[ChannelGroup]]:
@@ -175,8 +129,8 @@ def _prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Tracer, list[Chan
     tracer = Tracer(work).run()
     groups = tracer.groups()
     member_tensors = {m.tensor for g in groups for m in g.members if m.role not in ("attr", "shape")}
-    uses = _uses(work)
-    shared = {t for t in member_tensors if uses.get(t, 0) > 1}
+    used = uses(work)
+    shared = {t for t in member_tensors if used.get(t, 0) > 1}
     if not shared:
         return work, tracer, groups
     inits = initializer_map(work)
@@ -186,7 +140,7 @@ def _prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Tracer, list[Chan
             if t in shared:
                 seen[t] += 1
                 if seen[t] > 1:
-                    name = _fresh(inits, f"{t}__{seen[t]}")
+                    name = fresh_name(inits, f"{t}__{seen[t]}")
                     inits[name] = inits[t]
                     set_initializer(work, name, inits[t])
                     node.input[i] = name
@@ -213,27 +167,3 @@ def _removed(groups: list[ChannelGroup], keep: Keep) -> dict[str, np.ndarray]:
             raise OnnxPruneError(f"channel group '{gid}': kept indices must be sorted, unique and in [0, {g.size})")
         out[gid] = np.setdiff1d(np.arange(g.size), k)
     return out
-
-
-def _uses(model: onnx.ModelProto) -> dict[str, int]:
-    uses: dict[str, int] = defaultdict(int)
-    for n in model.graph.node:
-        for t in n.input:
-            uses[t] += 1
-    for o in model.graph.output:
-        uses[o.name] += 1
-    return uses
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _fresh(taken, base: str) -> str:
-    name, k = base, 2
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    return name

@@ -1,28 +1,17 @@
-"""Activation statistics from one streaming onnxruntime pass: instrumentation, online accumulators, storage.
+"""Observe: activation statistics from one streaming onnxruntime pass — instrumentation, accumulators, storage.
 
-    from onnxprune.stats import Request, collect, default_requests
-    stats = collect(model, data, default_requests(model, ["fscreen", "apoz"]))
+    from onnxprune.stats import Request, collect
+    stats = collect(model, data, [Request(tensor, "channels", {"class_moments"})])
     stats.get(tensor, "f")            # one-way ANOVA F per feature / channel
     stats.save("stats.npz"); Stats.load("stats.npz").check_model(model)
 
-See `collect.py` (passes, labels, graph optimisation), `instrument.py` (in-graph reductions),
-`accumulators.py` (the maths) and `requests.py` (which tensors each criterion needs).
+See `collect.py` (passes, labels, graph optimisation), `instrument.py` (in-graph reductions) and
+`accumulators.py` (the maths). Which statistics a criterion needs is the criteria's business (`criteria/needs.py`).
 """
 from .accumulators import ClassMoments, Contributions, Gram, Moments, ZeroCounts
-from .collect import Request, collect, stream
-from .requests import CRITERIA, default_requests
+from .collect import ContribSpec, Request, collect, stream
+from .instrument import tensor_infos
 from .store import Stats
 
-__all__ = [
-           "CRITERIA",
-           "ClassMoments",
-           "Contributions",
-           "Gram",
-           "Moments",
-           "Request",
-           "Stats",
-           "ZeroCounts",
-           "collect",
-           "default_requests",
-           "stream",
-]
+__all__ = ["ClassMoments", "ContribSpec", "Contributions", "Gram", "Moments", "Request", "Stats", "ZeroCounts",
+           "collect", "stream", "tensor_infos"]

@@ -33,6 +33,11 @@ ArgMax(Flatten(model output)) computed in-graph (label-free mode), as `Classes` 
 classes together — the F statistic needs only the total within-class sum of squares (`ClassMoments`) — and a
 ones-vector MatMul is cheaper than a second one-hot one. Sums are taken in float32 (float64 for double tensors:
 `sum_type`); 16-bit tensors are upcast first, their squares would overflow.
+
+`instrument` hands the taps one by one to a `_TapGraph`, the copy under construction: one short method per building
+block (constants, reductions, pooling), per map reduction (the `REDUCTIONS` table) and per step of the class sums.
+Each shared tensor is made once, so the graph, and its serialised bytes, depend only on the taps and their order
+(`tests/stats/test_instrument.py` pins them).
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxPruneError
+from ..io.graph import opset
 
 PREFIX = "onnxprune_stats"
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
@@ -140,333 +146,246 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {o: n for n in model.graph.node for o in n.output}
-
-
-def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    c: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            c.setdefault(i, []).append(n)
-    return c
-
-
-def node_id(node: onnx.NodeProto) -> str:
-    """A node's name, or its first output when the exporter left it unnamed."""
-    return node.name or node.output[0]
-
-
-def find_node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
-    for n in model.graph.node:
-        if n.name == name or (not n.name and n.output and n.output[0] == name):
-            return n
-    for n in model.graph.node:  # also accept the first output name of a named node
-        if n.output and n.output[0] == name:
-            return n
-    raise OnnxPruneError(f"no node named '{name}' in the model")
-
-
-def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    return None
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def opset(model: onnx.ModelProto) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return o.version
-    return 1
-
-
-# ---------------------------------------------------------------- layers and the activation that follows them
-def following_activation(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[str, str, float, float] | None:
-    """(activation output tensor, activation op, lo, hi) for the activation right after a layer, or None.
-
-    Walks single-consumer chains through BatchNormalization and elementwise Add/Sub/Mul/Div with a constant operand
-    (bias / per-channel affine), then expects a ReLU-like op. A residual Add (non-constant second operand) or any
-    other op ends the walk: None, and every sample is kept.
-
-    The blind range is tested on the activation's *output* y, which is equivalent and cheaper than fetching the
-    pre-activation p: the derivative is non-zero exactly when lo < y < hi — ReLU y > 0 ⇔ p > 0; Clip(min, max)
-    min < y < max ⇔ min < p < max; HardSigmoid 0 < y < 1 ⇔ p unsaturated. The output is usually tapped anyway (it is
-    the next layer's input), and tapping the pre-activation would stop onnxruntime fusing Conv+ReLU.
-    """
-    cons = consumers(model)
-    inits = {t.name for t in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    t = node.output[0]
-    for _ in range(8):
-        nxt = cons.get(t, [])
-        if len(nxt) != 1 or t in outputs:
-            return None
-        n = nxt[0]
-        if n.op_type == "Relu":
-            return n.output[0], "Relu", 0.0, math.inf
-        if n.op_type == "Clip":
-            if opset(model) < 11:
-                lo, hi = _attr(n, "min", None), _attr(n, "max", None)
-            else:
-                has_lo, has_hi = len(n.input) > 1 and n.input[1], len(n.input) > 2 and n.input[2]
-                lo = _const(model, n.input[1]) if has_lo else None
-                hi = _const(model, n.input[2]) if has_hi else None
-                if (has_lo and lo is None) or (has_hi and hi is None):
-                    return None  # dynamic bounds: unknown blind range
-            lo_f = -math.inf if lo is None else float(np.asarray(lo).reshape(-1)[0])
-            hi_f = math.inf if hi is None else float(np.asarray(hi).reshape(-1)[0])
-            return n.output[0], "Clip", lo_f, hi_f
-        if n.op_type == "HardSigmoid":
-            return n.output[0], "HardSigmoid", 0.0, 1.0
-        if n.op_type == "BatchNormalization" or (
-                n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2
-                and all(i == t or i in inits for i in n.input) and any(i in inits for i in n.input)):
-            t = n.output[0]
-            continue
-        return None
-    return None
-
-
-@dataclass
-class Layer:
-    node: onnx.NodeProto
-    name: str
-    input: str
-    weight: np.ndarray  # (out, in) float64; Conv: kernel summed over spatial axes → (out, in/groups)
-    bias: np.ndarray | None
-    groups: int
-    kind: str  # "features" (Gemm/MatMul) | "channels" (Conv)
-
-
-def layer_info(model: onnx.ModelProto, name: str) -> Layer:
-    """The weight of a Gemm / MatMul (constant weight) / Conv node as an (out, in) matrix, plus bias and groups."""
-    node = find_node(model, name)
-    if node.op_type not in LAYER_OPS:
-        raise OnnxPruneError(f"layer '{name}' is a {node.op_type}; contributions need a Gemm, MatMul or Conv node")
-    if node.op_type == "Gemm":
-        w = _const(model, node.input[1])
-        if w is None:
-            raise OnnxPruneError(f"layer '{name}': Gemm weight '{node.input[1]}' is not a constant")
-        if _attr(node, "transA", 0):
-            raise OnnxPruneError(f"layer '{name}': Gemm with transA=1 is not supported")
-        w = w.astype(np.float64) * float(_attr(node, "alpha", 1.0))
-        w = w if _attr(node, "transB", 0) else w.T
-        bias = None
-        if len(node.input) > 2 and node.input[2]:
-            c = _const(model, node.input[2])
-            if c is None:
-                raise OnnxPruneError(f"layer '{name}': Gemm bias '{node.input[2]}' is not a constant")
-            bias = np.broadcast_to(c.astype(np.float64).reshape(-1) * float(_attr(node, "beta", 1.0)),
-                                   (w.shape[0],)).copy() if c.size in (1, w.shape[0]) else None
-            if bias is None:
-                raise OnnxPruneError(f"layer '{name}': Gemm bias of shape {c.shape} is not per output neuron")
-        return Layer(node, name, node.input[0], w, bias, 1, "features")
-    if node.op_type == "MatMul":
-        w = _const(model, node.input[1])
-        if w is None or w.ndim != 2:
-            raise OnnxPruneError(f"layer '{name}': MatMul needs a constant 2-D weight as its second input")
-        w = w.astype(np.float64).T
-        bias = None
-        nxt = consumers(model).get(node.output[0], [])
-        if len(nxt) == 1 and nxt[0].op_type == "Add":
-            other = [i for i in nxt[0].input if i != node.output[0]]
-            c = _const(model, other[0]) if other else None
-            if c is not None and c.size == w.shape[0]:
-                bias = c.astype(np.float64).reshape(-1)
-        return Layer(node, name, node.input[0], w, bias, 1, "features")
-    w = _const(model, node.input[1])
-    if w is None:
-        raise OnnxPruneError(f"layer '{name}': Conv weight '{node.input[1]}' is not a constant")
-    bias = _const(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    w2 = w.astype(np.float64).reshape(w.shape[0], w.shape[1], -1).sum(-1)
-    return Layer(node, name, node.input[0], w2, None if bias is None else bias.astype(np.float64).reshape(-1),
-                 int(_attr(node, "group", 1)), "channels")
-
-
 # ---------------------------------------------------------------- building the instrumented model
 def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorInfo] | None = None,
                keep_outputs: bool = True, classes: Classes | None = None) -> onnx.ModelProto:
     """A copy of `model` whose graph outputs are (the original outputs +) one output per tap, plus CLASS_COUNT when
     there are class taps (their labels come from `classes`)."""
-    infos = tensor_infos(model) if infos is None else infos
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    if not keep_outputs:
-        del g.output[:]
-    have = {o.name for o in g.output}
-    v = opset(m)
-    made: set[str] = set()  # every tensor this function has already produced (nodes are shared, never duplicated)
-    made_consts: dict[tuple[int, float], str] = {}
-
-    def once(out: str, make) -> str:
-        if out not in made:
-            make(out)
-            made.add(out)
-        return out
-
-    def node(op: str, inputs: list[str], out: str, **attrs) -> None:
-        g.node.append(helper.make_node(op, inputs, [out], **attrs))
-
-    def ints(values: tuple[int, ...]) -> str:
-        return once(f"{PREFIX}/ints/{'_'.join(map(str, values))}",
-                    lambda o: g.initializer.append(numpy_helper.from_array(np.array(values, np.int64), o)))
-
-    def floats(values: tuple[float, ...]) -> str:
-        return once(f"{PREFIX}/floats/{'_'.join(map(str, values))}",
-                    lambda o: g.initializer.append(numpy_helper.from_array(np.array(values, np.float32), o)))
-
-    def scalar(elem: int, value: float) -> str:
-        key = (elem, value)
-        if key not in made_consts:
-            name = f"{PREFIX}/const/{len(made_consts)}"
-            dtype = helper.tensor_dtype_to_np_dtype(elem)
-            g.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
-            made_consts[key] = name
-        return made_consts[key]
-
-    def reduce(op: str, x: str, axes: tuple[int, ...], out: str) -> None:
-        if v >= 18 or (op == "ReduceSum" and v >= 13):  # axes as an input
-            node(op, [x, ints(axes)], out, keepdims=0)
-        else:
-            node(op, [x], out, axes=list(axes), keepdims=0)
-
-    def pool(x: str, out: str, op: str = "GlobalAveragePool") -> None:
-        # Global{Average,Max}Pool + Flatten rather than ReduceMean/Max: onnxruntime runs global pooling on its blocked
-        # NCHWc layout, so a tapped map produced by a fused NCHWc Conv is not reordered back to NCHW in full.
-        node(op, [x], f"{out}/gap")
-        node("Flatten", [f"{out}/gap"], out, axis=1)
-
-    # ---- class sums: labels → one-hot (K, B) → per-class sums of the centred (B, F) values, all in-graph
-    def labels() -> str:
-        """(B,) int64: the fed true labels, or the argmax of the model's (flattened) prediction output."""
-        if classes.predicted is None:
-            return once(LABELS, lambda o: g.input.append(helper.make_tensor_value_info(o, TensorProto.INT64, [None])))
-        return once(f"{PREFIX}/predicted", lambda o: node("ArgMax", [prediction()], o, axis=1, keepdims=0))
-
-    def prediction() -> str:
-        return once(f"{PREFIX}/prediction", lambda o: node("Flatten", [classes.predicted], o, axis=1))
-
-    def depth() -> str:
-        if classes.k:
-            return ints((classes.k,))
-        # predicted mode with a symbolic output width: that width, read at run time
-        shape = once(f"{PREFIX}/prediction/shape", lambda o: node("Shape", [prediction()], o))
-        return once(f"{PREFIX}/prediction/width", lambda o: node("Gather", [shape, ints((1,))], o, axis=0))
-
-    def onehot(elem: int = TensorProto.FLOAT) -> str:
-        """(K, B) one-hot of the labels in `elem` (onnxruntime's OneHot makes float32; double is cast from it)."""
-        if v < 9:
-            raise OnnxPruneError(f"class statistics need opset >= 9 (OneHot); the model is opset {v} — upgrade it "
-                                 f"with onnx.version_converter")
-        y = labels()
-        hot = once(f"{PREFIX}/onehot", lambda o: node("OneHot", [y, depth(), floats((0.0, 1.0))], o, axis=0))
-        if elem == TensorProto.FLOAT:
-            return hot
-        return once(f"{hot}/{TensorProto.DataType.Name(elem)}", lambda o: node("Cast", [hot], o, to=elem))
-
-    def values(tap: Tap, elem: int) -> str:
-        """v: the tap's view of x as (B, F) in the accumulation type `elem`; a new tensor only where needed."""
-        x = build(Tap(tap.tensor, "mean")) if tap.view == "channels" else tap.tensor
-        if tap.view == "features" and infos[tap.tensor].rank != 2:
-            x = once(f"{PREFIX}/flat/{tap.tensor}", lambda o: node("Flatten", [tap.tensor], o, axis=1))
-        if infos[tap.tensor].elem_type == elem:
-            return x
-        return once(f"{x}/{TensorProto.DataType.Name(elem)}", lambda o: node("Cast", [x], o, to=elem))
-
-    def ones(elem: int) -> str:
-        """(B,) ones: Σ over the batch as a matrix-vector product (onnxruntime's ReduceSum over axis 0 is slower)."""
-        shape = once(f"{PREFIX}/batch_shape", lambda o: node("Shape", [labels()], o))
-        value = helper.make_tensor("one", elem, [1], [1.0])
-        return once(f"{PREFIX}/ones/{TensorProto.DataType.Name(elem)}",
-                    lambda o: node("ConstantOfShape", [shape], o, value=value))
-
-    def class_tap(tap: Tap, elem: int, out: str) -> None:
-        x = values(tap, elem)
-        if tap.what == "class_first":
-            node("Gather", [x, ints((0,))], out, axis=0)
-            return
-        shift = once(tap.shift_input, lambda o: g.input.append(helper.make_tensor_value_info(o, elem, None)))
-        d = once(f"{x}/centred", lambda o: node("Sub", [x, shift], o))
-        if tap.what == "class_sum":
-            node("MatMul", [onehot(elem), d], out)
-        else:
-            node("MatMul", [ones(elem), once(f"{d}/sq", lambda o: node("Mul", [d, d], o))], out)
-
-    def build(tap: Tap) -> str:
-        """The tensor holding `tap`'s value (made once)."""
-        if tap.what == "raw":
-            return tap.tensor
-        return once(tap.output, lambda out: make(tap, out))
-
-    def make(tap: Tap, out: str) -> None:
-        info = infos[tap.tensor]
-        if tap.what in CLASS_TAPS:
-            class_tap(tap, sum_type(info.elem_type), out)
-            return
-        if info.rank is None or info.rank < 3:
-            raise OnnxPruneError(f"tensor '{tap.tensor}': a channel map needs rank >= 3 (N, C, ...), "
-                                 f"got {'unknown rank' if info.rank is None else f'rank {info.rank}'}")
-        axes = tuple(range(2, info.rank))
-        if tap.what == "mean":
-            pool(tap.tensor, out)
-        elif tap.what == "sqsum":
-            reduce("ReduceSumSquare", tap.tensor, axes, out)
-        elif tap.what == "sqmean":
-            node("Mul", [tap.tensor, tap.tensor], f"{out}/sq")
-            pool(f"{out}/sq", out)
-        elif tap.what == "zfrac":
-            eq, cast = f"{out}/eq", f"{out}/cast"
-            node("Equal", [tap.tensor, scalar(info.elem_type, 0.0)], eq)
-            node("Cast", [eq], cast, to=info.elem_type)
-            pool(cast, out)
-        elif tap.what == "active":
-            if tap.lo == 0.0 and tap.hi == math.inf:  # ReLU: active somewhere iff max > 0
-                pool(tap.tensor, out, "GlobalMaxPool")
-                return
-            parts = []
-            if tap.lo > -math.inf:
-                parts.append((f"{out}/gt", "Greater", tap.lo))
-            if tap.hi < math.inf:
-                parts.append((f"{out}/lt", "Less", tap.hi))
-            for nm, op, val in parts:
-                node(op, [tap.tensor, scalar(info.elem_type, val)], nm)
-            if len(parts) == 2:
-                node("And", [parts[0][0], parts[1][0]], f"{out}/and")
-                cond = f"{out}/and"
-            elif parts:
-                cond = parts[0][0]
-            else:
-                raise OnnxPruneError(f"tensor '{tap.tensor}': empty blind range for an activity tap")
-            node("Cast", [cond], f"{out}/cast", to=info.elem_type)
-            pool(f"{out}/cast", out, "GlobalMaxPool")
-        else:  # pragma: no cover - internal
-            raise ValueError(tap.what)
-
-    def expose(name: str, elem: int) -> None:
-        if name not in have:
-            g.output.append(helper.make_tensor_value_info(name, elem, None))
-            have.add(name)
-
+    graph = _TapGraph(model, tensor_infos(model) if infos is None else infos, keep_outputs, classes)
     for tap in taps:
-        info = infos.get(tap.tensor)
+        graph.add(tap)
+    return graph.model
+
+
+class _TapGraph:
+    """The instrumented copy under construction. Every tensor it adds is made once (`made`) and shared by all taps
+    that need it, every scalar constant once per (type, value): so the graph holds no duplicate node and its bytes
+    depend only on the taps and their order."""
+
+    def __init__(self, model: onnx.ModelProto, infos: dict[str, TensorInfo], keep_outputs: bool,
+                 classes: Classes | None) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        self.g = self.model.graph
+        if not keep_outputs:
+            del self.g.output[:]
+        self.infos, self.classes, self.opset = infos, classes, opset(self.model)
+        self.exposed = {o.name for o in self.g.output}
+        self.made: set[str] = set()  # every tensor, initializer and input this builder has added
+        self.scalars: dict[tuple[int, float], str] = {}
+
+    # ---- one tap
+    def add(self, tap: Tap) -> None:
+        """Check `tap`, build its value and make it a graph output (with CLASS_COUNT next to class sums)."""
+        elem = self.checked(tap).elem_type
+        self.expose(self.build(tap), sum_type(elem) if tap.what in CLASS_TAPS else elem)
+        if tap.what in CLASS_SUMS:
+            self.expose(self.class_count(), TensorProto.FLOAT)
+
+    def checked(self, tap: Tap) -> TensorInfo:
+        """The tapped tensor's type: it must be known and floating-point, and class sums need `classes`."""
+        info = self.infos.get(tap.tensor)
         if info is None:
             raise OnnxPruneError(f"tensor '{tap.tensor}': not found in the model (or its type cannot be inferred)")
         if info.elem_type not in FLOAT_TYPES:
             raise OnnxPruneError(f"tensor '{tap.tensor}': statistics need a floating-point tensor, "
                                  f"it is {TensorProto.DataType.Name(info.elem_type)}")
-        if tap.what in CLASS_SUMS and classes is None:  # pragma: no cover - internal
+        if tap.what in CLASS_SUMS and self.classes is None:  # pragma: no cover - internal
             raise ValueError("class sums need `classes`")
-        out = build(tap)
-        expose(out, sum_type(info.elem_type) if tap.what in CLASS_TAPS else info.elem_type)
-        if tap.what in CLASS_SUMS:
-            expose(once(CLASS_COUNT, lambda o: reduce("ReduceSum", onehot(), (1,), o)), TensorProto.FLOAT)
-    return m
+        return info
+
+    def build(self, tap: Tap) -> str:
+        """The tensor holding `tap`'s value: the tapped tensor itself for `raw`, else made on first request."""
+        if tap.what == "raw":
+            return tap.tensor
+        if self.fresh(tap.output):
+            self.make(tap, tap.output)
+        return tap.output
+
+    def make(self, tap: Tap, out: str) -> None:
+        """Add the nodes computing `tap` into `out`: class taps as class sums, the rest as a (B, C) map reduction."""
+        info = self.infos[tap.tensor]
+        if tap.what in CLASS_TAPS:
+            self.class_tap(tap, sum_type(info.elem_type), out)
+            return
+        if info.rank is None or info.rank < 3:
+            raise OnnxPruneError(f"tensor '{tap.tensor}': a channel map needs rank >= 3 (N, C, ...), "
+                                 f"got {'unknown rank' if info.rank is None else f'rank {info.rank}'}")
+        if tap.what not in self.REDUCTIONS:  # pragma: no cover - internal
+            raise ValueError(tap.what)
+        self.REDUCTIONS[tap.what](self, tap, info, out)
+
+    def expose(self, name: str, elem: int) -> None:
+        """Make `name` a graph output, once (a raw tap of an existing output is already one)."""
+        if name not in self.exposed:
+            self.g.output.append(helper.make_tensor_value_info(name, elem, None))
+            self.exposed.add(name)
+
+    # ---- building blocks: nodes, shared tensors, graph inputs and constants
+    def fresh(self, name: str) -> bool:
+        """True the first time `name` is asked for — the caller then adds it; afterwards it exists and is shared."""
+        if name in self.made:
+            return False
+        self.made.add(name)
+        return True
+
+    def node(self, op: str, inputs: list[str], out: str, **attrs) -> None:
+        """Append a one-output node (unconditionally: for the intermediates private to one tap's output)."""
+        self.g.node.append(helper.make_node(op, inputs, [out], **attrs))
+
+    def derived(self, op: str, inputs: list[str], out: str, **attrs) -> str:
+        """`out` = op(inputs), added on first request only (for tensors several taps share)."""
+        if self.fresh(out):
+            self.node(op, inputs, out, **attrs)
+        return out
+
+    def graph_input(self, name: str, elem: int, shape: list | None) -> str:
+        """A tensor the caller feeds (true labels, shifts), declared once."""
+        if self.fresh(name):
+            self.g.input.append(helper.make_tensor_value_info(name, elem, shape))
+        return name
+
+    def initializer(self, name: str, value: np.ndarray) -> str:
+        """A constant named by its value, so equal constants are one initializer."""
+        if self.fresh(name):
+            self.g.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
+    def ints(self, values: tuple[int, ...]) -> str:
+        """An int64 constant named by its values (axes, indices, depths)."""
+        return self.initializer(f"{PREFIX}/ints/{'_'.join(map(str, values))}", np.array(values, np.int64))
+
+    def floats(self, values: tuple[float, ...]) -> str:
+        """A float32 constant named by its values (OneHot's off/on values)."""
+        return self.initializer(f"{PREFIX}/floats/{'_'.join(map(str, values))}", np.array(values, np.float32))
+
+    def scalar(self, elem: int, value: float) -> str:
+        """A scalar of the tapped tensor's type to compare it with; numbered (a float's repr is a poor name)."""
+        key = (elem, value)
+        if key not in self.scalars:
+            name = self.scalars[key] = f"{PREFIX}/const/{len(self.scalars)}"
+            dtype = helper.tensor_dtype_to_np_dtype(elem)
+            self.g.initializer.append(numpy_helper.from_array(np.array(value, dtype), name))
+        return self.scalars[key]
+
+    def reduce(self, op: str, x: str, axes: tuple[int, ...], out: str) -> None:
+        """A Reduce* without kept dims; `axes` is an input from opset 18 (ReduceSum: 13), an attribute before."""
+        if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):
+            self.node(op, [x, self.ints(axes)], out, keepdims=0)
+        else:
+            self.node(op, [x], out, axes=list(axes), keepdims=0)
+
+    def pool(self, x: str, out: str, op: str = "GlobalAveragePool") -> None:
+        """(B, C) via Global*Pool + Flatten, not Reduce*: ORT pools on its NCHWc layout, no full reorder of the map."""
+        self.node(op, [x], f"{out}/gap")
+        self.node("Flatten", [f"{out}/gap"], out, axis=1)
+
+    # ---- per-sample map reductions, (B, C) each: the `REDUCTIONS` table below
+    def mean(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Spatial mean (also the `channels` view of the class taps)."""
+        self.pool(tap.tensor, out)
+
+    def sqsum(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Σx² over the spatial axes, exact whatever the (dynamic) map size."""
+        self.reduce("ReduceSumSquare", tap.tensor, tuple(range(2, info.rank)), out)
+
+    def sqmean(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Mean of x² (× positions = Σx²) through the NCHWc-friendly pooling."""
+        self.node("Mul", [tap.tensor, tap.tensor], f"{out}/sq")
+        self.pool(f"{out}/sq", out)
+
+    def zfrac(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Fraction of exact zeros per channel (APoZ)."""
+        self.node("Equal", [tap.tensor, self.scalar(info.elem_type, 0.0)], f"{out}/eq")
+        self.node("Cast", [f"{out}/eq"], f"{out}/cast", to=info.elem_type)
+        self.pool(f"{out}/cast", out)
+
+    def active(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """1 where the channel is anywhere inside the activation's non-blind (lo, hi), else 0; ReLU: just the max."""
+        if tap.lo == 0.0 and tap.hi == math.inf:
+            self.pool(tap.tensor, out, "GlobalMaxPool")
+            return
+        self.node("Cast", [self.in_interval(tap, info, out)], f"{out}/cast", to=info.elem_type)
+        self.pool(f"{out}/cast", out, "GlobalMaxPool")
+
+    def in_interval(self, tap: Tap, info: TensorInfo, out: str) -> str:
+        """The boolean map lo < x < hi, a bound at ±inf left out."""
+        parts = []
+        if tap.lo > -math.inf:
+            parts.append(self.compare("Greater", tap, info, tap.lo, f"{out}/gt"))
+        if tap.hi < math.inf:
+            parts.append(self.compare("Less", tap, info, tap.hi, f"{out}/lt"))
+        if not parts:
+            raise OnnxPruneError(f"tensor '{tap.tensor}': empty blind range for an activity tap")
+        if len(parts) == 1:
+            return parts[0]
+        self.node("And", parts, f"{out}/and")
+        return f"{out}/and"
+
+    def compare(self, op: str, tap: Tap, info: TensorInfo, value: float, out: str) -> str:
+        """The boolean map `x op value`, with the bound in x's own type (no upcast of the map)."""
+        self.node(op, [tap.tensor, self.scalar(info.elem_type, value)], out)
+        return out
+
+    REDUCTIONS = {"mean": mean, "sqsum": sqsum, "sqmean": sqmean, "zfrac": zfrac, "active": active}
+
+    # ---- class sums: labels → one-hot (K, B) → per-class sums of the centred (B, F) values, all in-graph
+    def class_tap(self, tap: Tap, elem: int, out: str) -> None:
+        """`class_first` (v[0]), `class_sum` (onehot · (v − shift)) or `class_sumsq` (ones · (v − shift)²)."""
+        x = self.values(tap, elem)
+        if tap.what == "class_first":
+            self.node("Gather", [x, self.ints((0,))], out, axis=0)
+            return
+        d = self.derived("Sub", [x, self.graph_input(tap.shift_input, elem, None)], f"{x}/centred")
+        if tap.what == "class_sum":
+            self.node("MatMul", [self.onehot(elem), d], out)
+        else:
+            self.node("MatMul", [self.ones(elem), self.derived("Mul", [d, d], f"{d}/sq")], out)
+
+    def values(self, tap: Tap, elem: int) -> str:
+        """v: the tap's view of x as (B, F) in the accumulation type `elem`; a new tensor only where needed."""
+        x = self.build(Tap(tap.tensor, "mean")) if tap.view == "channels" else tap.tensor
+        if tap.view == "features" and self.infos[tap.tensor].rank != 2:
+            x = self.derived("Flatten", [tap.tensor], f"{PREFIX}/flat/{tap.tensor}", axis=1)
+        return x if self.infos[tap.tensor].elem_type == elem else self.cast(x, elem)
+
+    def cast(self, x: str, elem: int) -> str:
+        """x in the accumulation type (16-bit maps would overflow their squares; double sums for the one-hot)."""
+        return self.derived("Cast", [x], f"{x}/{TensorProto.DataType.Name(elem)}", to=elem)
+
+    def labels(self) -> str:
+        """(B,) int64: the fed true labels, or the argmax of the model's (flattened) prediction output."""
+        if self.classes.predicted is None:
+            return self.graph_input(LABELS, TensorProto.INT64, [None])
+        return self.derived("ArgMax", [self.prediction()], f"{PREFIX}/predicted", axis=1, keepdims=0)
+
+    def prediction(self) -> str:
+        """The prediction output as (B, K), whatever its rank."""
+        return self.derived("Flatten", [self.classes.predicted], f"{PREFIX}/prediction", axis=1)
+
+    def depth(self) -> str:
+        """K for OneHot: `classes.k`, or (predicted mode, k = 0) the prediction's width, read at run time."""
+        if self.classes.k:
+            return self.ints((self.classes.k,))
+        shape = self.derived("Shape", [self.prediction()], f"{PREFIX}/prediction/shape")
+        return self.derived("Gather", [shape, self.ints((1,))], f"{PREFIX}/prediction/width", axis=0)
+
+    def onehot(self, elem: int = TensorProto.FLOAT) -> str:
+        """(K, B) one-hot of the labels in `elem` (onnxruntime's OneHot makes float32; double is cast from it)."""
+        if self.opset < 9:
+            raise OnnxPruneError(f"class statistics need opset >= 9 (OneHot); the model is opset {self.opset} — "
+                                 f"upgrade it with onnx.version_converter")
+        hot = self.derived("OneHot", [self.labels(), self.depth(), self.floats((0.0, 1.0))], f"{PREFIX}/onehot", axis=0)
+        return hot if elem == TensorProto.FLOAT else self.cast(hot, elem)
+
+    def ones(self, elem: int) -> str:
+        """(B,) ones: Σ over the batch as a matrix-vector product (onnxruntime's ReduceSum over axis 0 is slower)."""
+        shape = self.derived("Shape", [self.labels()], f"{PREFIX}/batch_shape")
+        return self.derived("ConstantOfShape", [shape], f"{PREFIX}/ones/{TensorProto.DataType.Name(elem)}",
+                            value=helper.make_tensor("one", elem, [1], [1.0]))
+
+    def class_count(self) -> str:
+        """CLASS_COUNT, (K,): the batch's samples per class, one per graph."""
+        if self.fresh(CLASS_COUNT):
+            self.reduce("ReduceSum", self.onehot(), (1,), CLASS_COUNT)
+        return CLASS_COUNT

@@ -12,8 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .groups import node_names
-from .rules import attr
+from ..io.graph import attr
 
 
 @dataclass
@@ -40,7 +39,8 @@ def count(model: onnx.ModelProto) -> ModelCount:
     shapes = _batch1_shapes(model, consts)
     counted: set[str] = set()
     nodes, unknown = [], []
-    for node, name in zip(model.graph.node, node_names(model)):
+    for node in model.graph.node:
+        name = node.name
         params = sum(consts[t] for t in node.input if t in consts and t not in counted)
         counted.update(t for t in node.input if t in consts)
         macs = _macs(node, shapes)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..io.model import initializer_map
+from ..errors import OnnxPruneError
+from ..io.graph import initializer_map, opset
 from .layout import Layout, Seg, positions, width
 from .rules import RULES, Unsupported
 
@@ -56,11 +57,6 @@ class ChannelGroup:
         return f"{self.id} ({self.size} ch, {len(self.producers)} producer(s)): {state}"
 
 
-def node_names(model: onnx.ModelProto) -> list[str]:
-    """Node names as analyse uses them: the node's own name, or '<op>_<index>' for unnamed nodes."""
-    return [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
-
-
 def analyse(model: onnx.ModelProto) -> list[ChannelGroup]:
     """All channel groups in graph order; never raises on ops it does not know (their groups are unprunable)."""
     return Tracer(model).run().groups()
@@ -70,10 +66,12 @@ class Tracer:
     """Per-analysis state: channel spaces (union-find), tensor layouts and the members found so far."""
 
     def __init__(self, model: onnx.ModelProto):
+        if any(not n.name for n in model.graph.node):
+            raise ValueError("internal: the model's nodes must be named first (io.graph.name_nodes, done at load)")
         self.model = model
         self.inits = initializer_map(model)
         self.shapes = _shapes(model)
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = opset(model)
         self.layouts: dict[str, Layout] = {}
         self.flat_src: dict[str, str] = {}  # flattened features → the [N, C, H, W] tensor they came from
         self.parent: list[int] = []
@@ -183,7 +181,8 @@ class Tracer:
             c = self._channels(inp.name)
             if inp.name not in self.inits and c is not None:
                 self.layouts[inp.name] = self.opaque(c, f"channels of the model input '{inp.name}'")
-        for node, name in zip(g.node, node_names(self.model)):
+        for node in g.node:
+            name = node.name
             feats = [t for t in node.input if t in self.layouts]
             if not feats:
                 continue  # computes on constants only
@@ -272,31 +271,22 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list]:
     return shapes
 
 
-# --- per-channel views for the criteria
-def _channel_vector(values: np.ndarray, member: Member, size: int, reduce) -> np.ndarray:
-    """One number per group channel from a member tensor (NaN where this member does not see the channel)."""
-    out = np.full(size, np.nan)
-    moved = np.moveaxis(values, member.axis, 0)
-    for c in range(max(member.lo, 0), member.hi):
-        idx = member.indices(np.array([c]))
-        out[c] = reduce(moved[idx])
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def protected_nodes(model: onnx.ModelProto, protect: tuple[str, ...] | list[str]) -> set[str]:
+    """Nodes named by --protect: `first` / `last` are the first / last weighted layer; other names match a node or
+    one of its inputs (a weight); an unknown name is an error."""
+    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    out: set[str] = set()
+    for p in protect:
+        if p == "first" and weighted:
+            out.add(weighted[0])
+        elif p == "last" and weighted:
+            out.add(weighted[-1])
+        else:
+            hits = {n.name for n in model.graph.node if n.name == p or p in n.input}
+            if not hits:
+                raise OnnxPruneError(f"--protect {p}: no node or weight of that name")
+            out |= hits
     return out
-
-
-def bn_scales(model: onnx.ModelProto, group: ChannelGroup) -> list[np.ndarray]:
-    """γ of every BN normalising the group, one (size,) array per BN (NaN where a BN sees only part)."""
-    inits = initializer_map(model)
-    scale_of = {n.name or f"{n.op_type}_{i}": n.input[1] for i, n in enumerate(model.graph.node)
-                if n.op_type == "BatchNormalization"}
-    return [_channel_vector(inits[m.tensor], m, group.size, lambda v: float(v.ravel()[0]))
-            for m in group.members if m.role == "bn" and scale_of.get(m.node) == m.tensor]
-
-
-def producer_l1(model: onnx.ModelProto, group: ChannelGroup) -> np.ndarray:
-    """Sum over the group's producers of each output filter's L1 norm (biases excluded): M(C) without BN."""
-    inits = initializer_map(model)
-    total = np.zeros(group.size)
-    for m in group.members:
-        if m.role == "producer" and inits[m.tensor].ndim >= 2:
-            total += np.nan_to_num(_channel_vector(inits[m.tensor], m, group.size, lambda v: float(np.abs(v).sum())))
-    return total

@@ -1,7 +1,7 @@
 """The one table of per-op channel rules: how channels flow through each op type.
 
-Every rule reads the channel layouts of a node's inputs from the tracer (`groups.Tracer`), records which tensor
-slices depend on which channels (`ctx.attach`), and sets the layouts of the node's outputs. A rule that cannot see
+Every rule reads the channel layouts of a node's inputs from a `TraceContext` (implemented by `groups.Tracer`),
+records which tensor slices depend on which channels (`ctx.attach`), and sets the layouts of the node's outputs. A rule that cannot see
 through a node raises `Unsupported`; the tracer then makes every group touching that node unprunable and says why.
 Ops missing from `RULES` are treated the same way, so an unknown op never crashes the analysis.
 
@@ -16,23 +16,53 @@ Kinds (one per rule, for the report and the docs):
   stop         mixes or reduces the channel axis: groups touching it are unprunable
 
 `fix` functions update shape constants (Split sizes, Slice bounds, Reshape targets, Resize sizes) after channels
-are removed; they see `kept(tensor)`, the boolean mask of surviving indices on a tensor's channel axis.
+are removed, through a `FixContext` (implemented by `rewrite.channels.Fixer`); they see `kept(tensor)`, the boolean
+mask of surviving indices on a tensor's channel axis. The rules are written against these two small Protocols, so
+this table imports neither the analysis nor the rewrite that use it.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 import onnx
-from onnx import helper
 
+from ..io.graph import attr
 from .layout import Layout, flatten, sub, width
 
-if TYPE_CHECKING:
-    from .groups import Tracer
-    from ..rewrite.channels import Fixer
+
+class TraceContext(Protocol):
+    """What a rule's `trace` may ask and tell the channel analysis."""
+
+    opset: int
+
+    def layout(self, t: str) -> Layout | None: ...
+    def const(self, t: str) -> np.ndarray | None: ...
+    def shape(self, t: str) -> list | None: ...
+    def rank(self, t: str) -> int | None: ...
+    def produce(self, node: str, size: int) -> Layout: ...
+    def opaque(self, size: int, reason: str) -> Layout: ...
+    def stop(self, layout: Layout, reason: str) -> None: ...
+    def couple(self, layouts: list[Layout], node: str) -> Layout: ...
+    def attach(self, tensor: str, axis: int, layout: Layout, role: str, node: str) -> None: ...
+    def bn(self, layout: Layout, node: str) -> None: ...
+    def consume(self, tensor: str, layout: Layout) -> None: ...
+    def set(self, t: str, layout: Layout, like: str | None = None, flat_src: str | None = None) -> None: ...
+
+
+class FixContext(Protocol):
+    """What a rule's `fix` may ask and change when channels are removed."""
+
+    opset: int
+
+    def const(self, t: str) -> np.ndarray: ...
+    def rank(self, t: str) -> int | None: ...
+    def kept(self, t: str) -> np.ndarray: ...
+    def set_input(self, node: onnx.NodeProto, i: int, value: np.ndarray, new_name: str | None = None) -> None: ...
+    def set_attr(self, node: onnx.NodeProto, name: str, value) -> None: ...
+    def del_attr(self, node: onnx.NodeProto, name: str) -> None: ...
 
 
 class Unsupported(Exception):
@@ -42,29 +72,24 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class OpRule:
     kind: str
-    trace: Callable[[Tracer, onnx.NodeProto, str], None]
-    fix: Callable[[Fixer, onnx.NodeProto], None] | None = None
+    trace: Callable[[TraceContext, onnx.NodeProto, str], None]
+    fix: Callable[[FixContext, onnx.NodeProto], None] | None = None
 
 
-def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _inp(node: onnx.NodeProto, i: int) -> str:
     return node.input[i] if len(node.input) > i else ""
 
 
-def _x(ctx: Tracer, node: onnx.NodeProto) -> Layout:
+def _x(ctx: TraceContext, node: onnx.NodeProto) -> Layout:
     layout = ctx.layout(node.input[0])
     if layout is None:
         raise Unsupported("its data input has no channel axis we can follow")
     return layout
 
 
-def _const(ctx: Tracer, name: str, what: str) -> np.ndarray:
+def _const(ctx: TraceContext, name: str, what: str) -> np.ndarray:
     v = ctx.const(name)
     if v is None:
         raise Unsupported(f"{what} '{name}' is not a constant")
@@ -80,7 +105,7 @@ def _axis(axis: int, rank: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- pass-through
-def pass_through(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def pass_through(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     for t in node.input[1:]:
         if t and ctx.layout(t) is not None:
@@ -91,7 +116,7 @@ def pass_through(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
 
 
 def _norm(role: str, record_bn: bool) -> Callable:
-    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    def trace(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
         layout = _x(ctx, node)
         if any(o for o in node.output[1:]):
             raise Unsupported("training-mode normalisation")
@@ -108,7 +133,7 @@ def _norm(role: str, record_bn: bool) -> Callable:
     return trace
 
 
-def reduce_spatial(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def reduce_spatial(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """Reductions over spatial axes only (e.g. ReduceMean over H, W) keep the channel axis."""
     axes = attr(node, "axes")
     if axes is None and _inp(node, 1):
@@ -122,7 +147,7 @@ def reduce_spatial(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], _x(ctx, node), like=node.input[0])
 
 
-def pad(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def pad(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     rank = ctx.rank(node.input[0])
     pads = attr(node, "pads")
@@ -138,7 +163,7 @@ def pad(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], layout, like=node.input[0])
 
 
-def resize(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def resize(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     scales = _inp(node, 2) if node.op_type == "Resize" else _inp(node, 1)
     sizes = _inp(node, 3) if node.op_type == "Resize" else ""
@@ -154,7 +179,7 @@ def resize(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], layout, like=node.input[0])
 
 
-def fix_resize(fx: Fixer, node: onnx.NodeProto) -> None:
+def fix_resize(fx: FixContext, node: onnx.NodeProto) -> None:
     if node.op_type == "Resize" and _inp(node, 3):
         v = fx.const(node.input[3]).copy()
         v[1] = fx.kept(node.output[0]).sum()
@@ -162,7 +187,7 @@ def fix_resize(fx: Fixer, node: onnx.NodeProto) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- elementwise
-def elementwise(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def elementwise(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """Add/Sub/Mul/Div/...: feature operands couple (residual Add, SE Mul); constants are per-channel or not."""
     out = node.output[0]
     rank = ctx.rank(out)
@@ -205,7 +230,7 @@ def elementwise(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- producers
-def _bias(ctx: Tracer, node: onnx.NodeProto, i: int, layout: Layout, role: str, name: str) -> None:
+def _bias(ctx: TraceContext, node: onnx.NodeProto, i: int, layout: Layout, role: str, name: str) -> None:
     t = _inp(node, i)
     if not t:
         return
@@ -217,7 +242,7 @@ def _bias(ctx: Tracer, node: onnx.NodeProto, i: int, layout: Layout, role: str, 
     ctx.attach(t, v.ndim - 1, layout, role, name)
 
 
-def conv(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def conv(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """Conv W [M, C/g, k...]; ConvTranspose W [C, M/g, k...]. group == 1 or depthwise (group == C == M)."""
     layout = _x(ctx, node)
     w = _const(ctx, node.input[1], "weight")
@@ -244,7 +269,7 @@ def conv(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], out)
 
 
-def gemm(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def gemm(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """Gemm: A [N, K] features, B [K, M] (or [M, K] with transB); MatMul: 2-D features × constant [K, M]."""
     layout = _x(ctx, node)
     if ctx.rank(node.input[0]) != 2 or attr(node, "transA", 0):
@@ -268,7 +293,7 @@ def gemm(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- index mapping
-def concat(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def concat(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """On the channel axis: output = input layouts end to end (DenseNet). Elsewhere: inputs are coupled."""
     rank = ctx.rank(node.output[0])
     if _axis(attr(node, "axis"), rank) != 1:
@@ -289,7 +314,7 @@ def concat(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], tuple(parts))
 
 
-def split(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def split(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     if _axis(attr(node, "axis", 0), ctx.rank(node.input[0])) != 1:
         return pass_through(ctx, node, name)
@@ -306,7 +331,7 @@ def split(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.attach(_inp(node, 1) or "split", 0, layout, "shape", name)
 
 
-def fix_split(fx: Fixer, node: onnx.NodeProto) -> None:
+def fix_split(fx: FixContext, node: onnx.NodeProto) -> None:
     sizes = np.array([fx.kept(o).sum() for o in node.output], dtype=np.int64)
     if fx.opset < 13:
         fx.set_attr(node, "split", sizes.tolist())
@@ -318,7 +343,7 @@ def fix_split(fx: Fixer, node: onnx.NodeProto) -> None:
         fx.set_input(node, 1, sizes, new_name=f"{node.output[0]}__split")
 
 
-def _slice_args(ctx: Tracer | Fixer, node: onnx.NodeProto) -> list[np.ndarray]:
+def _slice_args(ctx: TraceContext | FixContext, node: onnx.NodeProto) -> list[np.ndarray]:
     n = len(_const(ctx, node.input[1], "starts"))
     return [_const(ctx, node.input[i], "slice argument") if _inp(node, i) else
             (np.arange(n) if i == 3 else np.ones(n, dtype=np.int64)) for i in (1, 2, 3, 4)]
@@ -330,7 +355,7 @@ def _slice_bounds(start: int, end: int, dim: int) -> tuple[int, int]:
     return min(max(start, 0), dim), min(max(end, 0), dim)
 
 
-def slice_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def slice_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     starts, ends, axes, steps = _slice_args(ctx, node)
     rank = ctx.rank(node.input[0])
@@ -349,7 +374,7 @@ def slice_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
         ctx.attach(node.input[i], 0, layout, "shape", name)
 
 
-def fix_slice(fx: Fixer, node: onnx.NodeProto) -> None:
+def fix_slice(fx: FixContext, node: onnx.NodeProto) -> None:
     starts, ends, axes, _ = _slice_args(fx, node)
     kept = fx.kept(node.input[0])
     k = [_axis(int(a), fx.rank(node.input[0])) for a in axes].index(1)
@@ -360,7 +385,7 @@ def fix_slice(fx: Fixer, node: onnx.NodeProto) -> None:
     fx.set_input(node, 2, ends)
 
 
-def flatten_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     """Flatten(axis=1) / Reshape [N, C, H, W] → [N, C·H·W]: channel c ↔ features [c·hw, (c+1)·hw)."""
     layout = _x(ctx, node)
     src, out = ctx.shape(node.input[0]), ctx.shape(node.output[0])
@@ -381,7 +406,7 @@ def flatten_(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], flatten(layout, hw), like=node.input[0], flat_src=node.input[0])
 
 
-def fix_reshape(fx: Fixer, node: onnx.NodeProto) -> None:
+def fix_reshape(fx: FixContext, node: onnx.NodeProto) -> None:
     shape = fx.const(node.input[1]).copy()
     if shape.size == 2 and shape[1] > 0:
         shape[1] = fx.kept(node.output[0]).sum()
@@ -390,7 +415,7 @@ def fix_reshape(fx: Fixer, node: onnx.NodeProto) -> None:
 
 # ---------------------------------------------------------------------------------------------------- stops
 def stop(why: str) -> Callable:
-    def trace(ctx: Tracer, node: onnx.NodeProto, name: str) -> None:
+    def trace(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
         raise Unsupported(why)
     return trace
 

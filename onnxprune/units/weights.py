@@ -1,8 +1,10 @@
-"""Prunable weight layers and their layouts: which initializers unstructured pruning may touch, and how a
-per-input-feature statistic lines up with each weight.
+"""Weight layers: the unit of unstructured pruning, and the one description of a layer's weight layout.
 
-Prunable: Gemm's B (transA = 0), MatMul's constant 2-D second input, Conv's W — each used by exactly one node,
-so zeroing it cannot change another layer. Layer names follow the statistics engine: node name, or first output.
+A weight layer is a Gemm (B, transA = 0), a MatMul with a constant 2-D second input, or a Conv (W), whose weight
+is an initializer read by that node alone (so zeroing it cannot change another layer) and whose data input is not
+a constant. `WeightLayer` says how per-input statistics line up with the weight (`per_input`, `per_connection`),
+how to view it as one row per output (`rows`), its bias (`linear_form`) and what relative importance needs of it
+(`contrib_spec`). Layers are named by their node's name (unique after `io.graph.name_nodes`).
 """
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..errors import OnnxPruneError
+from ..io.graph import attr, attrs, consumers, graph_outputs, initializer_map, node_by_name, uses
+from ..stats import ContribSpec
+from .chains import activation_after
 
 
 @dataclass(frozen=True)
-class Layer:
-    name: str  # node name (or first output when unnamed)
+class WeightLayer:
+    name: str  # node name
     op: str  # Gemm | MatMul | Conv
     weight: str  # initializer name
     shape: tuple[int, ...]
@@ -69,35 +73,35 @@ class Layer:
         return a if self.in_axis == 1 else a.T
 
 
-def node_name(node: onnx.NodeProto) -> str:
-    return node.name or node.output[0]
-
-
-def prunable_layers(model: onnx.ModelProto) -> list[Layer]:
+def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
     """Every prunable weight layer, in graph (topological) order."""
-    g = model.graph
-    shapes = {t.name: tuple(int(d) for d in t.dims) for t in g.initializer}
-    uses: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    shapes = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
+    used = uses(model)
     out = []
-    for n in g.node:
-        if len(n.input) < 2 or n.input[1] not in shapes or uses.get(n.input[1]) != 1 or n.input[0] in shapes:
+    for n in model.graph.node:
+        if len(n.input) < 2 or n.input[1] not in shapes or used.get(n.input[1]) != 1 or n.input[0] in shapes:
             continue
         shape = shapes[n.input[1]]
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if n.op_type == "Gemm" and not attrs.get("transA", 0) and len(shape) == 2:
-            in_axis = 1 if attrs.get("transB", 0) else 0
-            out.append(Layer(node_name(n), "Gemm", n.input[1], shape, n.input[0], in_axis, 1 - in_axis))
+        if n.op_type == "Gemm" and not attr(n, "transA", 0) and len(shape) == 2:
+            in_axis = 1 if attr(n, "transB", 0) else 0
+            out.append(WeightLayer(n.name, "Gemm", n.input[1], shape, n.input[0], in_axis, 1 - in_axis))
         elif n.op_type == "MatMul" and len(shape) == 2:
-            out.append(Layer(node_name(n), "MatMul", n.input[1], shape, n.input[0], 0, 1))
+            out.append(WeightLayer(n.name, "MatMul", n.input[1], shape, n.input[0], 0, 1))
         elif n.op_type == "Conv" and len(shape) >= 3:
-            out.append(Layer(node_name(n), "Conv", n.input[1], shape, n.input[0], 1, 0, int(attrs.get("group", 1))))
+            out.append(WeightLayer(n.name, "Conv", n.input[1], shape, n.input[0], 1, 0, int(attr(n, "group", 1))))
     return out
 
 
-def protected(layers: list[Layer], protect: tuple[str, ...] | list[str]) -> set[str]:
+def weight_layer(model: onnx.ModelProto, name: str) -> WeightLayer:
+    """The weight layer of node `name`; an error naming the prunable layers when it is not one."""
+    layers = weight_layers(model)
+    for L in layers:
+        if L.name == name:
+            return L
+    raise OnnxPruneError(f"'{name}' is not a prunable weight layer (layers: {', '.join(L.name for L in layers)})")
+
+
+def protected(layers: list[WeightLayer], protect: tuple[str, ...] | list[str]) -> set[str]:
     """Weight names matched by --protect entries (node name, weight name, 'first', 'last'); unknown → error."""
     found: set[str] = set()
     for p in protect:
@@ -125,17 +129,39 @@ class Linear:
     in_node: bool
 
 
-def linear_form(model: onnx.ModelProto, L: Layer) -> Linear:
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    node = next(n for n in g.node if node_name(n) == L.name)
+def linear_form(model: onnx.ModelProto, L: WeightLayer) -> Linear:
+    node = node_by_name(model, L.name)
+    inits = initializer_map(model)
     if node.op_type == "Gemm":
-        a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+        a = attrs(node)
         bias = node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
         return Linear(float(a.get("alpha", 1.0)), float(a.get("beta", 1.0)), bias, True)
-    readers = [n for n in g.node if node.output[0] in n.input]
-    if node.output[0] not in {o.name for o in g.output} and len(readers) == 1 and readers[0].op_type == "Add":
+    readers = consumers(model).get(node.output[0], [])
+    if node.output[0] not in graph_outputs(model) and len(readers) == 1 and readers[0].op_type == "Add":
         other = [i for i in readers[0].input if i != node.output[0]]
-        if other and other[0] in inits and int(np.prod(inits[other[0]].dims)) in (1, L.shape[L.out_axis]):
+        if other and other[0] in inits and inits[other[0]].size in (1, L.shape[L.out_axis]):
             return Linear(1.0, 1.0, other[0], False)
     return Linear(1.0, 1.0, None, False)
+
+
+def contrib_spec(model: onnx.ModelProto, L: WeightLayer) -> ContribSpec:
+    """What relative importance needs of a layer: its weight as (out, in/groups) and bias, and the blind range.
+
+    A Conv connection (i, j) is a whole kernel; its contribution uses Σ|w| over the kernel (the kernel's L1 norm)
+    times |x̄_j|, so a zero-sum kernel (edge or Laplacian filter) still counts for the signal it carries."""
+    w = initializer_map(model)[L.weight].astype(np.float64)
+    lin = linear_form(model, L) if L.op != "Conv" else None
+    if L.op == "Conv":
+        matrix = np.abs(w).reshape(w.shape[0], w.shape[1], -1).sum(-1)
+        node = node_by_name(model, L.name)
+        b = initializer_map(model).get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = None if b is None else b.astype(np.float64).reshape(-1)
+    else:
+        matrix = lin.alpha * L.rows(w)
+        bias = None
+        if lin.bias is not None:
+            b = initializer_map(model)[lin.bias].astype(np.float64).reshape(-1)
+            bias = lin.beta * np.broadcast_to(b, (matrix.shape[0],)).copy()
+    act = activation_after(model, node_by_name(model, L.name))
+    return ContribSpec(L.name, L.op, L.input, matrix, bias, L.groups, L.kind,
+                       None if act is None else (act[0], act[2], act[3]))

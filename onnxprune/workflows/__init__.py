@@ -1,0 +1,1 @@
+"""Workflows: orchestration only (one pruning run, certification, and the whole `compress` chain)."""

@@ -1,52 +1,186 @@
 """Learn-then-Test on ONNX models: build a candidate per grid ratio, measure per-sample losses, certify.
 
 Validity is enforced here, not just documented: the grid is fixed before any data is seen, and the statistics
-that rank weights/channels come from a split of the calibration data disjoint from the split the losses are
-measured on (seeded), unless the caller passes two separate files.
+that rank weights/channels (and the re-fit) come from a split of the calibration data disjoint from the split the
+losses are measured on (seeded) — or from a separate certification file, which is refused if it shares a sample
+with the calibration file. The run returns the certified candidate itself, so what a caller writes is exactly
+what was certified.
+
+Candidates are built lazily in ascending ratio. Fixed-sequence testing stops at the first ratio whose p-value
+exceeds δ: the later ratios could never be certified, so they are not built ("not tested" in the table).
+Bonferroni tests every ratio. Only the best certified candidate so far is kept in memory.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..certify import Certification, certify, disagreement_loss, new_error_loss, split_indices
+from ..certify import (Certification, binomial_pvalue, certify, disagreement_loss, hoeffding_bentkus_pvalue,
+                       min_samples, new_error_loss, split_indices, wsr_pvalue)
+from ..errors import OnnxPruneError
 from ..io.data import Dataset
 from ..measure.evaluate import predict
-from .prune import Prepared, prepare
-from ..select.plan import PruneSettings
 from ..progress import track
+from ..select.plan import PruneSettings
+from .prune import Candidate, Prepared, prepare
+
+CONTROLS = ("fixed_sequence", "bonferroni")
+PVALUES = ("binomial", "hb", "wsr")
 
 
 @dataclass
 class CertifyRun:
-    certification: Certification
+    """The LTT table over the tested ratios, and the candidate at the certified ratio (None if none)."""
+
+    certification: Certification  # on the tested ratios: all (Bonferroni) or up to the first failure (fixed-seq.)
+    grid: np.ndarray  # every ratio asked for
+    candidate: Candidate | None  # built on the build split: the model a caller writes
     prepared: Prepared
-    build_n: int
+    build: Dataset  # the samples the candidates were scored and re-fitted on
     cert_n: int
     loss: str  # "new_error" (labelled) or "disagreement" (label-free)
 
+    @property
+    def build_n(self) -> int:
+        return len(self.build)
 
-def run(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, grid: np.ndarray, eps: float,
+    @property
+    def untested(self) -> np.ndarray:
+        return self.grid[len(self.certification.grid):]
+
+    @property
+    def message(self) -> str:
+        """The LTT conclusion, and which ratios fixed-sequence testing never reached."""
+        m = self.certification.message
+        u = self.untested
+        if len(u):
+            which = f"ratio {u[0]:g}" if len(u) == 1 else f"ratios {u[0]:g}–{u[-1]:g}"
+            m += f"; {which} not tested (fixed-sequence testing stops at the first ratio that fails)"
+        return m
+
+    def to_dict(self) -> dict:
+        """The certification summary over the whole grid (None where a ratio was not tested), JSON-safe."""
+        c, pad = self.certification.to_dict(), len(self.untested)
+        return {**c, "grid": [float(r) for r in self.grid], "empirical_risk": c["empirical_risk"] + [None] * pad,
+                "pvalues": c["pvalues"] + [None] * pad, "certified": c["certified"] + [False] * pad,
+                "tested": [True] * len(c["grid"]) + [False] * pad, "message": self.message,
+                "build_samples": self.build_n, "certification_samples": self.cert_n, "loss": self.loss}
+
+    def nothing_certified(self) -> str:
+        """Why nothing was certified and what to try, naming the smallest ratio that failed."""
+        c = self.certification
+        i = int(np.argmin(c.certified))  # the first failure (nothing is certified, so row 0 with fixed-sequence)
+        level = c.delta / len(c.grid) if c.control == "bonferroni" else c.delta
+        return (f"no ratio certified at tolerance {c.eps:g}, δ={c.delta:g}: the smallest failing ratio "
+                f"{c.grid[i]:g} has risk {c.empirical_risk[i]:.4g} on {c.n} certification samples "
+                f"(p-value {c.pvalues[i]:.3g} > {level:.3g}) — try a larger --tolerance, more certification data, "
+                f"or a smaller grid step")
+
+
+def run(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, grid: np.ndarray, tolerance: float,
         delta: float, *, cert_data: Dataset | None = None, cert_fraction: float = 0.5, pvalue: str = "binomial",
-        control: str = "fixed_sequence", reconstruct: bool = False) -> CertifyRun:
-    """Score on the build split, evaluate each grid ratio on the certification split, run LTT."""
-    if cert_data is None:
-        build_idx, cert_idx = split_indices(len(data), cert_fraction, settings.seed)
-        build, cert = data.subset(build_idx), data.subset(cert_idx)
-    else:
-        build, cert = data, cert_data
+        control: str = "fixed_sequence") -> CertifyRun:
+    """Score on the build split, test each grid ratio on the certification split, keep the certified candidate."""
+    grid = _checked_grid(grid)
+    _check_names(pvalue, control)
+    build, cert = split(data, cert_data, cert_fraction, settings.seed)
+    _check_enough(len(cert), tolerance, delta)
     prepared = prepare(model, build, settings)
     dense = predict(model, cert, settings.batch_size, "dense predictions")
-    labelled = cert.labelled
-    losses = np.empty((len(grid), len(cert)))
-    for i, ratio in enumerate(track(grid, "certifying grid", total=len(grid))):
-        if ratio == 0:
-            pred = dense
-        else:
-            cand, _ = prepared.build(float(ratio), build, reconstruct=reconstruct)
-            pred = predict(cand, cert, settings.batch_size, f"ratio {ratio:.2f}")
-        losses[i] = new_error_loss(pred, dense, cert.labels) if labelled else disagreement_loss(pred, dense)
-    cert_result = certify(grid, losses, eps, delta, pvalue=pvalue, control=control)
-    return CertifyRun(cert_result, prepared, len(build), len(cert), "new_error" if labelled else "disagreement")
+    losses, best = _test_grid(prepared, build, cert, dense, grid, tolerance, delta, pvalue, control)
+    result = certify(grid[:len(losses)], losses, tolerance, delta, pvalue=pvalue, control=control)
+    if result.certified_ratio != (None if best is None else best[0]):
+        raise RuntimeError("internal: the per-ratio tests disagree with certify.certify")  # a bug, not user error
+    return CertifyRun(result, grid, None if best is None else best[1], prepared, build, len(cert),
+                      "new_error" if cert.labelled else "disagreement")
+
+
+def _test_grid(prepared: Prepared, build: Dataset, cert: Dataset, dense: np.ndarray, grid: np.ndarray,
+               tolerance: float, delta: float, pvalue: str, control: str
+               ) -> tuple[np.ndarray, tuple[float, Candidate] | None]:
+    """Losses of the tested ratios (ascending) and the largest certified (ratio, candidate); stops early with
+    fixed-sequence testing."""
+    level = delta / len(grid) if control == "bonferroni" else delta  # what each p-value is compared with
+    rows, best = [], None
+    for ratio in track(grid, "certifying grid", total=len(grid)):
+        cand = prepared.build(float(ratio), build, reconstruct=prepared.settings.reconstruct)
+        pred = predict(cand.model, cert, prepared.settings.batch_size, f"ratio {ratio:.2f}")
+        rows.append(new_error_loss(pred, dense, cert.labels) if cert.labelled else disagreement_loss(pred, dense))
+        if row_pvalue(rows[-1], tolerance, level, pvalue) <= level:
+            best = (float(ratio), cand)  # ascending grid: a later certified ratio replaces an earlier one
+        elif control == "fixed_sequence":
+            break  # no later ratio can be certified: do not build it
+    return np.array(rows), best
+
+
+def row_pvalue(losses: np.ndarray, tolerance: float, level: float, method: str) -> float:
+    """The p-value of one ratio's losses, as `certify.certify` computes it row by row (`level` tunes WSR's bets)."""
+    n = len(losses)
+    if method == "binomial":
+        return float(binomial_pvalue(int(round(losses.sum())), n, tolerance))
+    if method == "hb":
+        return float(hoeffding_bentkus_pvalue(losses.mean(), n, tolerance))
+    return float(wsr_pvalue(losses, tolerance, delta=level))
+
+
+def split(data: Dataset, cert_data: Dataset | None, cert_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(build, certification): a seeded disjoint split of `data`, or `data` and a separate file sharing nothing."""
+    if cert_data is None:
+        build_idx, cert_idx = split_indices(len(data), cert_fraction, seed)
+        return data.subset(build_idx), data.subset(cert_idx)
+    refuse_shared(data, cert_data)
+    return data, cert_data
+
+
+def refuse_shared(calib: Dataset, cert: Dataset) -> None:
+    """A certification sample that also built the candidates voids the guarantee: refuse the same file or any
+    shared sample (compared by the bytes of its inputs)."""
+    if calib.source and cert.source and Path(calib.source).resolve() == Path(cert.source).resolve():
+        raise OnnxPruneError(f"--cert-data {cert.source} is the --calib file: certification samples must be "
+                             f"disjoint from the data that builds the candidates (omit --cert-data to split --calib)")
+    seen = set(sample_hashes(calib))
+    shared = sum(h in seen for h in sample_hashes(cert))
+    if shared:
+        raise OnnxPruneError(f"--cert-data {cert.source or '<dataset>'} shares {shared} of its {len(cert)} samples "
+                             f"with --calib {calib.source or '<dataset>'}: certification samples must be disjoint "
+                             f"from the data that builds the candidates")
+
+
+def sample_hashes(data: Dataset) -> list[bytes]:
+    """One digest per sample over the bytes of all its inputs (in name order)."""
+    arrays = [np.ascontiguousarray(data.inputs[k]) for k in sorted(data.inputs)]
+    out = []
+    for i in range(len(data)):
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            h.update(a[i].tobytes())
+        out.append(h.digest())
+    return out
+
+
+def _checked_grid(grid: np.ndarray) -> np.ndarray:
+    """Candidates are built in ascending ratio, so the grid must be ascending (as `parse_grid` makes it)."""
+    g = np.asarray(grid, dtype=np.float64)
+    if g.ndim != 1 or g.size == 0 or np.any(np.diff(g) <= 0):
+        raise OnnxPruneError("grid must be a non-empty, strictly ascending list of ratios")
+    return g
+
+
+def _check_names(pvalue: str, control: str) -> None:
+    """Fail before any candidate is built rather than after the whole grid."""
+    if pvalue not in PVALUES:
+        raise OnnxPruneError(f"unknown p-value method {pvalue!r}; choose one of {', '.join(PVALUES)}")
+    if control not in CONTROLS:
+        raise OnnxPruneError(f"unknown error control {control!r}; choose one of {', '.join(CONTROLS)}")
+
+
+def _check_enough(n: int, tolerance: float, delta: float) -> None:
+    """Below `min_samples` not even zero errors certify: say so before building anything."""
+    need = min_samples(tolerance, delta)
+    if n < need:
+        raise OnnxPruneError(f"too few certification samples to certify anything at tolerance {tolerance:g}, "
+                             f"δ={delta:g}: need n ≥ {need}, got n={n} (use more data or a larger --tolerance)")

@@ -1,49 +1,30 @@
-"""Mode dispatch: the unstructured and structured pipelines expose the same five steps, driven from here.
+"""One pruning run, driven through the `Mode` protocol: statistics → scores → plan → checked (re-fitted) model.
 
-`prepare` runs the one statistics pass and scoring; `build` turns scores into a pruned model for any ratio
-(cheap, so certification can build every grid candidate from one pass); `prune` is the whole chain.
+`prepare` runs the one statistics pass and scoring; `Prepared.build` turns the scores into a pruned model for any
+ratio (cheap, so certification can build every grid candidate from one pass). Data is always passed explicitly:
+the scores remember nothing of the data they came from, so a caller can never re-fit on data it did not choose.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from types import ModuleType
+from typing import NamedTuple
 
 import onnx
 
-from ..io.data import Dataset
+from .. import modes
 from ..errors import OnnxPruneError
+from ..io.data import Dataset
+from ..io.model import model_hash
+from ..modes import Mode, Scores
 from ..select.plan import Plan, PruneSettings
 from ..stats import collect
 
 
-def module_for(mode: str) -> ModuleType:
-    if mode == "structured":
-        from ..modes import structured
-
-        return structured
-    if mode == "unstructured":
-        from ..modes import unstructured
-
-        return unstructured
-    raise OnnxPruneError(f"--mode {mode}: expected structured or unstructured")
-
-
-@dataclass
-class Prepared:
-    """Scores from one statistics pass, ready to be cut at any ratio."""
+class Candidate(NamedTuple):
+    """A pruned model and the plan that made it."""
 
     model: onnx.ModelProto
-    settings: PruneSettings
-    scores: object
-    label_mode: str | None
-    data: Dataset | None = None  # the calibration data the scores came from; reconstruction re-uses it
-
-    def build(self, ratio: float, data: Dataset | None = None, reconstruct: bool | None = None
-              ) -> tuple[onnx.ModelProto, Plan]:
-        mod = module_for(self.settings.mode)
-        plan = mod.select(self.model, self.scores, ratio, self.settings)
-        recon = (self.settings.reconstruct if reconstruct is None else reconstruct) and ratio > 0
-        return _materialise(mod, self.model, plan, data if data is not None else self.data, self.settings, recon), plan
+    plan: Plan
 
 
 @dataclass
@@ -53,48 +34,75 @@ class PruneResult:
     report: dict  # per-layer (unstructured) or per-group (structured) table, totals, sizes, notes
 
 
-def _materialise(mod: ModuleType, model: onnx.ModelProto, plan: Plan, data: Dataset | None,
-                 settings: PruneSettings, recon: bool) -> onnx.ModelProto:
-    pruned = mod.apply(model, plan)
-    if recon:
+@dataclass
+class Prepared:
+    """Scores from one statistics pass, ready to be cut at any ratio (holds no data)."""
+
+    model: onnx.ModelProto
+    settings: PruneSettings
+    scores: Scores
+    label_mode: str | None
+
+    @property
+    def mode(self) -> Mode:
+        return modes.get(self.settings.mode)
+
+    def build(self, ratio: float, data: Dataset | None, *, reconstruct: bool) -> Candidate:
+        """The candidate at `ratio`; `data` is the re-fit data (when `reconstruct`) and the rewrite check's probe."""
+        plan = self.mode.select(self.model, self.scores, ratio, self.settings)
+        return Candidate(materialise(self.mode, self.model, plan, data, self.settings,
+                                     reconstruct and ratio > 0), plan)
+
+
+def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> Prepared:
+    """One statistics pass on `data` (only if the criterion needs one) and the scores of every candidate unit.
+
+    Without data, reconstruction is switched off in the returned settings (it is the default, but needs data).
+    """
+    if data is None and settings.reconstruct:
+        settings = replace(settings, reconstruct=False)
+    mode = modes.get(settings.mode)
+    reqs = mode.requests(model, settings)
+    stats = None
+    if reqs:
+        if data is None:
+            raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
+        stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
+    scores = mode.score(model, stats, settings)
+    return Prepared(model, settings, scores, None if stats is None else stats.label_mode)
+
+
+def materialise(mode: Mode, model: onnx.ModelProto, plan: Plan, data: Dataset | None, settings: PruneSettings,
+                reconstruct: bool) -> onnx.ModelProto:
+    """Apply the plan (checked on a few samples of `data`) and, if asked, re-fit the kept weights on `data`."""
+    pruned = mode.apply(model, plan, probe=data)
+    if reconstruct:
         if data is None:
             raise OnnxPruneError("--reconstruct needs calibration data (--calib); a plan made with --reconstruct "
                                  "needs the same --calib to be re-applied")
-        pruned = mod.reconstruct(model, pruned, plan, data, settings)
+        pruned = mode.reconstruct(model, pruned, plan, data, settings)
     return pruned
 
 
 def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> PruneResult:
     """The whole chain for one ratio: statistics → scores → plan → pruned (and re-fitted) model → report."""
     prepared = prepare(model, data, settings)
-    pruned, plan = prepared.build(settings.ratio, data)
-    mod = module_for(prepared.settings.mode)
-    return PruneResult(pruned, plan, mod.report(model, pruned, plan, getattr(prepared.scores, "notes", [])))
+    pruned, plan = prepared.build(settings.ratio, data, reconstruct=prepared.settings.reconstruct)
+    return PruneResult(pruned, plan, prepared.mode.report(model, pruned, plan, prepared.scores.notes))
 
 
 def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneResult:
     """Re-apply a saved plan (same model, same calibration data → same bytes); refuses a plan for another model."""
-    from ..io.model import model_hash
-
     if plan.model_hash != model_hash(model):
         raise OnnxPruneError("the plan was made for a different model (model hash mismatch)")
+    settings = settings_of(plan)
+    mode = modes.get(plan.mode)
+    pruned = materialise(mode, model, plan, data, settings, settings.reconstruct and settings.ratio > 0)
+    return PruneResult(pruned, plan, mode.report(model, pruned, plan))
+
+
+def settings_of(plan: Plan) -> PruneSettings:
+    """The settings a plan was made with (keys this version does not know are ignored)."""
     known = PruneSettings.__dataclass_fields__
     s = {k: v for k, v in plan.settings.items() if k in known}
-    settings = PruneSettings(**{**s, "protect": tuple(s.get("protect", ()))})
-    mod = module_for(plan.mode)
-    pruned = _materialise(mod, model, plan, data, settings, settings.reconstruct and settings.ratio > 0)
-    return PruneResult(pruned, plan, mod.report(model, pruned, plan))
-
-
-def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> Prepared:
-    if data is None and settings.reconstruct:  # reconstruction is the default, but it needs data
-        settings = replace(settings, reconstruct=False)
-    mod = module_for(settings.mode)
-    reqs = mod.requests(model, settings)
-    stats = None
-    if reqs:
-        if data is None:
-            raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
-        stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
-    scores = mod.score(model, stats, settings)
-    return Prepared(model, settings, scores, None if stats is None else stats.label_mode, data)
+    return PruneSettings(**{**s, "protect": tuple(s.get("protect", ()))})

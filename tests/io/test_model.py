@@ -6,7 +6,8 @@ import onnx
 import pytest
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.model import initializer_map, load_model, model_hash, save_model, validate
+from onnxprune.io.graph import initializer_map
+from onnxprune.io.model import load_model, model_hash, save_model, validate
 from onnxprune.io.runtime import make_session
 
 from builders import tiny_mlp

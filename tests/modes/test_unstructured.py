@@ -9,11 +9,14 @@ from onnx import numpy_helper
 
 from builders import LENET300, MNIST_CALIB, tiny_mlp
 from onnxprune.workflows import prune as pipeline
-from onnxprune.modes import unstructured as U
+from onnxprune.modes.unstructured import UNSTRUCTURED as U
+from onnxprune.modes.unstructured import candidates
+from onnxprune.rewrite.masks import masked
 from onnxprune.io.data import load_dataset
 from onnxprune.errors import OnnxPruneError
-from onnxprune.units.weights import prunable_layers
-from onnxprune.io.model import initializer_map, load_model, set_initializer
+from onnxprune.units.weights import weight_layers
+from onnxprune.io.graph import initializer_map, set_initializer
+from onnxprune.io.model import load_model
 from onnxprune.select.plan import Plan, PruneSettings
 from onnxprune.io.runtime import make_session
 
@@ -42,7 +45,7 @@ def settings(**kw) -> PruneSettings:
 
 def random_stats(model, key, seed=0):
     rng = np.random.default_rng(seed)
-    return FakeStats({(L.input, key): rng.random(L.shape[L.in_axis]) * 10 for L in prunable_layers(model)})
+    return FakeStats({(L.input, key): rng.random(L.shape[L.in_axis]) * 10 for L in weight_layers(model)})
 
 
 def kept(plan: Plan) -> int:
@@ -80,11 +83,11 @@ def test_global_magnitude_prunes_smallest_weights(lenet):
 def test_min_keep_and_uniform_allocation(lenet):
     s = settings(criterion="magnitude", min_keep=0.3)
     plan = U.select(lenet, U.score(lenet, None, s), 0.95, s)
-    for L in prunable_layers(lenet):
+    for L in weight_layers(lenet):
         assert plan.masks[L.weight].sum() >= np.ceil(0.3 * L.size)
     s = settings(criterion="magnitude", allocation="uniform")
     plan = U.select(lenet, U.score(lenet, None, s), 0.8, s)
-    for L in prunable_layers(lenet):
+    for L in weight_layers(lenet):
         assert plan.masks[L.weight].sum() == L.size - round(0.8 * L.size)
 
 
@@ -94,7 +97,7 @@ def test_protect_first_and_last(lenet):
     assert list(plan.masks) == ["4.weight"]
     assert plan.masks["4.weight"].sum() == 3000
     with pytest.raises(OnnxPruneError, match="no prunable layer"):
-        U.candidates(lenet, settings(protect=("nope",)))
+        candidates(lenet, settings(protect=("nope",)))
 
 
 def test_wanda_keeps_the_same_count_per_row(lenet):
@@ -110,7 +113,7 @@ def test_wanda_keeps_the_same_count_per_row(lenet):
 def test_requests_follow_the_criterion(lenet):
     assert U.requests(lenet, settings(criterion="magnitude")) == []
     reqs = U.requests(lenet, settings(criterion="fscreen"))
-    assert [r.tensor for r in reqs] == [L.input for L in prunable_layers(lenet)]
+    assert [r.tensor for r in reqs] == [L.input for L in weight_layers(lenet)]
     assert all(r.stats == {"class_moments"} and r.kind == "features" for r in reqs)
     assert all(r.layer for r in U.requests(lenet, settings(criterion="ri")))
 
@@ -133,7 +136,7 @@ def test_dead_neurons_removed_with_bias_folding():
     out = U.apply(m, plan)
     w = initializer_map(out)
     assert w["w1"].shape == (1, 4) and w["w2"].shape == (2, 1) and w["b1"].shape == (1,)
-    ref = U.masked(m, plan)
+    ref = masked(m, plan)
     x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     a = make_session(ref).run(None, {"input": x})[0]
     b = make_session(out).run(None, {"input": x})[0]
@@ -158,3 +161,17 @@ def test_end_to_end_fscreen_on_lenet_subset(lenet, tmp_path):
     assert any("no speed-up" in n for n in r.report["notes"])
     pred = make_session(r.model).run(None, {"input": data.inputs["input"][:200].astype(np.float32)})[0].argmax(1)
     assert (pred == data.labels[:200]).mean() > 0.6
+
+
+def test_protected_layers_are_not_refitted(lenet, tmp_path):
+    """--protect means untouched: reconstruction re-fits the pruned layers only. The protected last layer keeps its
+    dense weights (less the columns of neurons removed upstream, which are exactly dead)."""
+    z = np.load(MNIST_CALIB)
+    p = tmp_path / "calib.npz"
+    np.savez(p, x=z["x"][:400], y=z["y"][:400])
+    s = settings(criterion="magnitude", ratio=0.9, protect=("last",))
+    r = pipeline.prune(lenet, load_dataset(p, lenet), s)
+    dense, pruned = initializer_map(lenet)["6.weight"], initializer_map(r.model)["6.weight"]
+    cols = {dense[:, j].tobytes(): j for j in range(dense.shape[1])}
+    assert all(pruned[:, j].tobytes() in cols for j in range(pruned.shape[1]))
+    assert "6.weight" not in r.plan.masks

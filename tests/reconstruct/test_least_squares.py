@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from builders import LENET300, MNIST_CALIB, MNIST_EVAL
-from onnxprune.modes import unstructured as U
+from onnxprune.modes.unstructured import UNSTRUCTURED as U
 from onnxprune.io.data import load_dataset
 from onnxprune.measure.evaluate import predict
 from onnxprune.io.model import load_model

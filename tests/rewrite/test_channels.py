@@ -11,7 +11,8 @@ from onnx import helper
 from onnxprune.errors import OnnxPruneError
 from onnxprune.units.count import count
 from onnxprune.units.groups import analyse
-from onnxprune.rewrite.channels import fold_bn, remove_channels, zero_consumers
+from onnxprune.rewrite.channels import remove_channels, zero_consumers
+from onnxprune.rewrite.fold_bn import fold_bn
 from onnxprune.io.model import load_model
 
 REPO = Path(__file__).resolve().parents[2]

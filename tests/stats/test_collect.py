@@ -7,11 +7,18 @@ from onnxprune.cli import main
 from onnxprune.io.data import load_dataset
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model import model_hash
-from onnxprune.stats import Request, Stats, collect, default_requests, stream
+from onnxprune.units.weights import contrib_spec, weight_layer
+from onnxprune.criteria.needs import default_requests
+from onnxprune.stats import Request, Stats, collect, stream
 
 from .conftest import build_mlp, write_npz
 
 ALL = frozenset({"class_moments", "zeros", "moments", "gram"})
+
+
+def _spec(model, layer):
+    """What the statistics engine needs of a layer, as the product makes it."""
+    return contrib_spec(model, weight_layer(model, layer))
 
 
 def _full(model, data, tensors):
@@ -49,9 +56,9 @@ def test_batch_size_and_optimisation_do_not_change_results(convnet, conv_data):
 
 
 def test_features_and_contributions_match_numpy(mlp, mlp_data):
-    reqs = [Request("input", "features", ALL | {"contrib"}, layer="fc1"),
-            Request("a1", "features", frozenset({"contrib", "zeros"}), layer="fc2"),
-            Request("a2", "features", frozenset({"contrib"}), layer="fc3")]
+    reqs = [Request("input", "features", ALL | {"contrib"}, contrib=_spec(mlp, "fc1")),
+            Request("a1", "features", frozenset({"contrib", "zeros"}), contrib=_spec(mlp, "fc2")),
+            Request("a2", "features", frozenset({"contrib"}), contrib=_spec(mlp, "fc3"))]
     st = collect(mlp, mlp_data, reqs, batch_size=32)
     x = mlp_data.inputs["input"].astype(np.float64)
     full = _full(mlp, mlp_data, ["h1", "a1", "h2", "a2", "h3"])
@@ -82,19 +89,19 @@ def test_clip_blind_range(tmp_path):
     m = build_mlp(act="Clip")
     rng = np.random.default_rng(5)
     data = load_dataset(write_npz(tmp_path / "d.npz", rng.normal(size=(64, 6)).astype(np.float32)), m)
-    st = collect(m, data, [Request("input", "features", frozenset({"contrib"}), layer="fc1")])
+    st = collect(m, data, [Request("input", "features", frozenset({"contrib"}), contrib=_spec(m, "fc1"))])
     h1 = next(stream(m, data, ["h1"], batch_size=64))["h1"]
     kept = ((h1 > -0.5) & (h1 < 1.0)).sum(0)
     np.testing.assert_array_equal(st.get("fc1", "ri_count")[:, 0], kept)
 
 
 def test_conv_contributions(convnet, conv_data):
-    st = collect(convnet, conv_data, [Request("r1", "channels", frozenset({"contrib"}), layer="conv2")])
+    st = collect(convnet, conv_data, [Request("r1", "channels", frozenset({"contrib"}), contrib=_spec(convnet, "conv2"))])
     from onnx import numpy_helper
     w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in convnet.graph.initializer}
     full = _full(convnet, conv_data, ["r1", "c2"])
     xm = full["r1"].mean((2, 3))  # per-sample input channel means
-    wk = w["cw2"].sum((2, 3))  # (6, 2): kernel summed over space; group 2
+    wk = np.abs(w["cw2"]).sum((2, 3))  # (6, 2): the kernel's L1 norm (Σ|w| over space); group 2
     active = full["c2"].max((2, 3)) > 0  # ReLU after conv2: skip samples where the whole map is ≤ 0
     for i in range(6):
         xs = xm[:, (i // 3) * 2:(i // 3) * 2 + 2]
@@ -133,11 +140,11 @@ def test_request_errors(mlp, mlp_data, convnet, conv_data):
     with pytest.raises(OnnxPruneError, match="initializer"):
         collect(mlp, mlp_data, [Request("w1", "features", frozenset({"moments"}))])
     with pytest.raises(OnnxPruneError, match="reads 'input'"):
-        collect(mlp, mlp_data, [Request("a1", "features", frozenset({"contrib"}), layer="fc1")])
+        collect(mlp, mlp_data, [Request("a1", "features", frozenset({"contrib"}), contrib=_spec(mlp, "fc1"))])
     with pytest.raises(OnnxPruneError, match="need kind 'channels'"):
-        collect(convnet, conv_data, [Request("r1", "features", frozenset({"contrib"}), layer="conv2")])
-    with pytest.raises(OnnxPruneError, match="no node named"):
-        collect(mlp, mlp_data, [Request("a1", "features", frozenset({"contrib"}), layer="fc9")])
+        collect(convnet, conv_data, [Request("r1", "features", frozenset({"contrib"}), contrib=_spec(convnet, "conv2"))])
+    with pytest.raises(OnnxPruneError, match="not a prunable weight layer"):
+        _spec(mlp, "fc9")
 
 
 def test_wrong_data_shape_is_a_clear_error(tmp_path, mlp):
@@ -194,3 +201,17 @@ def test_cli(tmp_path, mlp, mlp_data):
     assert r.exit_code == 2 and "no labels" in r.output
     r = CliRunner().invoke(main, ["stats", str(mp), "--calib", str(lab), "-o", str(out), "--criteria", "bogus"])
     assert r.exit_code == 2 and "unknown criteria" in r.output
+
+
+def test_relative_importance_of_an_edge_filter_is_not_zero(tmp_path):
+    """Paper 003's contribution |w·x| of a Conv connection uses the kernel's L1 norm: a Laplacian kernel (weights
+    summing to 0) on an input with signal gets the whole of its output's contribution, as the box filter does."""
+    from builders import edge_conv
+
+    m = edge_conv()
+    x = np.random.default_rng(0).uniform(0.5, 1.5, size=(32, 1, 8, 8)).astype(np.float32)
+    data = load_dataset(write_npz(tmp_path / "d.npz", x), m)
+    st = collect(m, data, [Request("x", "channels", frozenset({"contrib"}), contrib=_spec(m, "conv"))])
+    mean = st.get("conv", "ri_mean")
+    assert mean.shape == (2, 1)
+    np.testing.assert_allclose(mean[:, 0], [1.0, 1.0])  # one input channel: it carries all of each output

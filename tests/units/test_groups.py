@@ -4,7 +4,7 @@ from units.generate import Builder, random_model
 from units.helpers import TINY
 from onnx import numpy_helper
 
-from onnxprune.units.groups import analyse, bn_scales, producer_l1
+from onnxprune.units.groups import analyse
 
 
 def test_residual_add_couples_every_conv_feeding_the_chain():
@@ -61,20 +61,6 @@ def test_gemm_head_statistics_tensor_is_before_flatten():
     shapes = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in model.graph.value_info}
     last_conv = [g for g in analyse(model) if g.prunable and g.size != 8][-1]
     assert all(shapes[a] == 4 for a in last_conv.activations)
-
-
-def test_bn_scales_and_producer_l1():
-    b = Builder(np.random.default_rng(0))
-    b.stem()
-    c = b.c
-    model = b.model(b.head())
-    g = next(g for g in analyse(model) if g.prunable and g.size == c)
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    conv = next(n for n in model.graph.node if n.name == g.producers[0])
-    bn = next(n for n in model.graph.node if n.name == g.bn[0])
-    np.testing.assert_allclose(producer_l1(model, g), np.abs(inits[conv.input[1]]).reshape(c, -1).sum(1), rtol=1e-6)
-    (gamma,) = bn_scales(model, g)
-    np.testing.assert_allclose(gamma, inits[bn.input[1]], rtol=1e-6)
 
 
 def test_unknown_op_groups_are_listed_with_reasons():

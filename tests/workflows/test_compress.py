@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,9 +10,15 @@ import onnx
 import pytest
 from builders import LENET300, MNIST_CALIB, MNIST_EVAL, REPO
 from click.testing import CliRunner
+from onnx import numpy_helper
 
+from onnxprune.certify import split_indices
 from onnxprune.cli import main
-from onnxprune.report.build import REPORT_KEYS
+from onnxprune.io.data import load_dataset
+from onnxprune.io.model import load_model
+from onnxprune.report import REPORT_KEYS
+from onnxprune.select.plan import PruneSettings
+from onnxprune.workflows.prune import prepare
 
 RESNET20 = REPO / "models" / "resnet20_cifar10.onnx"
 
@@ -135,12 +140,71 @@ def test_resnet20_structured_end_to_end(tmp_path):
     assert rows["MACs"]["ratio"] < 0.7 and rows["params"]["ratio"] < 0.7
 
 
-def test_tolerance_certifies_a_ratio(tmp_path, mnist_files):
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_tolerance_writes_exactly_the_certified_candidate(tmp_path, mnist_files):
+    """The written model is the candidate certified on the build split — not one re-fitted on the whole
+    calibration file, certification samples included (which differed by up to 0.39 in a weight)."""
+    out = tmp_path / "c.onnx"
     r = run("compress", LENET300, "--calib", MNIST_CALIB, "--eval", mnist_files / "mnist_eval.npz", "--tolerance",
             "0.02", "--delta", "0.1", "--mode", "unstructured", "--criterion", "magnitude", "--grid", "0.5:0.9:0.2",
-            "-o", tmp_path / "c.onnx", "--json", *FAST)
+            "-o", out, "--json", *FAST)
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output[r.output.index("{"):])
-    c = d["certification"]
-    assert c["grid"] == [0.5, 0.7, 0.9] and c["certified_ratio"] in (None, 0.5, 0.7, 0.9)
-    assert c["build_samples"] + c["certification_samples"] == 10000
+    c = json.loads(r.output[r.output.index("{"):])["certification"]
+    assert c["grid"] == [0.5, 0.7, 0.9] and c["certified"] == [True, True, True] and c["certified_ratio"] == 0.9
+    assert c["build_samples"] == c["certification_samples"] == 5000
+
+    model = load_model(LENET300)
+    data = load_dataset(MNIST_CALIB, model)
+    build = data.subset(split_indices(len(data), 0.5, 0)[0])
+    settings = PruneSettings(mode="unstructured", criterion="magnitude")
+    certified = prepare(model, build, settings).build(0.9, build, reconstruct=True).model
+    written, expected = _initializers(onnx.load(out)), _initializers(certified)
+    assert written.keys() == expected.keys()
+    for name, w in expected.items():
+        np.testing.assert_array_equal(written[name], w, err_msg=name)
+
+
+def test_nothing_certified_writes_nothing(tmp_path, mnist_files):
+    out = tmp_path / "none.onnx"
+    r = run("compress", LENET300, "--calib", mnist_files / "mnist_calib.npz", "--tolerance", "0.05",
+            "--grid", "0.99", "--mode", "unstructured", "--criterion", "magnitude", "--no-reconstruct", "-o", out,
+            *FAST)
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert "smallest failing ratio 0.99" in r.output and "nothing written" in r.output
+    assert "larger --tolerance" in r.output and "more certification data" in r.output
+    assert not out.exists()
+
+
+def test_int8_in_a_certified_run_is_calibrated_on_the_build_split_only(tmp_path, mnist_files, monkeypatch):
+    """What the quantizer's calibration reader yields are build-split samples only, and the report says the
+    certificate does not cover the int8 model."""
+    import onnxruntime.quantization as q
+
+    seen: list[np.ndarray] = []
+    real = q.quantize_static
+
+    def recording(src, dst, reader, **kw):
+        batches = list(iter(reader.get_next, None))
+        seen.extend(next(iter(b.values())) for b in batches)  # LeNet has one input
+        replay = iter(batches)
+        reader.get_next = lambda: next(replay, None)
+        return real(src, dst, reader, **kw)
+
+    monkeypatch.setattr(q, "quantize_static", recording)
+    calib = mnist_files / "mnist_calib.npz"
+    r = run("compress", LENET300, "--calib", calib, "--eval", mnist_files / "mnist_eval.npz", "--tolerance", "0.05",
+            "--grid", "0.3", "--mode", "unstructured", "--criterion", "magnitude", "--no-reconstruct",
+            "--quantize", "int8", "-o", tmp_path / "q.onnx", "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    x = np.load(calib)["x"].astype(np.float32)
+    build_idx, cert_idx = split_indices(len(x), 0.5, 0)
+    fed = np.concatenate(seen)
+    assert len(fed) == len(build_idx) == 300  # all of the build split (< 512), nothing else
+    rows = {s.tobytes() for s in fed}
+    assert rows == {x[i].tobytes() for i in build_idx}
+    assert not rows & {x[i].tobytes() for i in cert_idx}
+    notes = json.loads(r.output[r.output.index("{"):])["notes"]
+    assert any("the int8 model" in n and "is not covered" in n and "300 certification samples" in n for n in notes)

@@ -1,6 +1,6 @@
-"""Which tensors each criterion needs: `default_requests(model, criteria)`.
+"""Which statistics each criterion needs, for every weight layer: `default_requests(model, criteria)`.
 
-Layers are Gemm (constant weight, transA=0), MatMul with a constant 2-D weight, and Conv with a constant weight.
+Layers are the weight layers of `units.weights` (Gemm, MatMul with a constant 2-D weight, Conv).
 Their *data inputs* are requested as "features" (Gemm/MatMul) or "channels" (Conv; per-sample channel means).
 *Channel producers* are Conv layers (and Gemm/MatMul neurons): the tensor requested for them is the end of the
 single-consumer chain layer → [BatchNormalization | per-channel constant Add/Sub/Mul/Div | residual Add]* →
@@ -22,50 +22,11 @@ from __future__ import annotations
 import onnx
 
 from ..errors import OnnxPruneError
-from .collect import Request
-from .instrument import LAYER_OPS, consumers, node_id, tensor_infos
+from ..stats import Request, tensor_infos
+from ..units.chains import consumer_view
+from ..units.weights import contrib_spec, weight_layers
 
 CRITERIA = ("fscreen", "apoz", "wanda", "ri", "gram", "all")
-ACTIVATIONS = {"Relu", "Clip", "HardSigmoid", "LeakyRelu", "Sigmoid", "HardSwish", "Tanh", "Elu", "Selu",
-               "PRelu", "Gelu", "Softplus", "Mish", "ThresholdedRelu"}
-
-
-def prunable_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Gemm / MatMul-with-constant-weight / Conv nodes whose weight is an initializer, in graph order."""
-    inits = {t.name: t for t in model.graph.initializer}
-    out = []
-    for n in model.graph.node:
-        if n.op_type not in LAYER_OPS or len(n.input) < 2 or n.input[1] not in inits:
-            continue
-        if n.op_type == "MatMul" and len(inits[n.input[1]].dims) != 2:
-            continue
-        if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
-            continue
-        if n.input[0] in inits:
-            continue
-        out.append(n)
-    return out
-
-
-def producer_output(model: onnx.ModelProto, node: onnx.NodeProto) -> str:
-    """The layer's output as its consumers see it (after BN / constant affine / activation)."""
-    cons = consumers(model)
-    inits = {t.name for t in model.graph.initializer}
-    t = node.output[0]
-    for _ in range(8):
-        nxt = cons.get(t, [])
-        if len(nxt) != 1:
-            break
-        n = nxt[0]
-        if n.op_type in ACTIVATIONS:
-            return n.output[0]
-        if n.op_type == "BatchNormalization" or (n.op_type == "Add" and len(n.input) == 2) or (
-                n.op_type in ("Sub", "Mul", "Div") and len(n.input) == 2
-                and all(i == t or i in inits for i in n.input) and any(i in inits for i in n.input)):
-            t = n.output[0]  # BN, bias / per-channel affine, or a residual Add: consumers see what comes after
-            continue
-        break
-    return t
 
 
 def parse_criteria(criteria) -> set[str]:
@@ -94,7 +55,9 @@ def default_requests(model: onnx.ModelProto, criteria=("fscreen",)) -> list[Requ
         if stats:
             wanted.setdefault((tensor, kind), set()).update(stats)
 
-    for n in prunable_layers(model):
+    nodes = {n.name: n for n in model.graph.node}
+    for L in weight_layers(model):
+        n = nodes[L.name]
         conv = n.op_type == "Conv"
         rank = infos[n.input[0]].rank if n.input[0] in infos else None
         if conv and (rank is None or rank < 3):
@@ -109,8 +72,8 @@ def default_requests(model: onnx.ModelProto, criteria=("fscreen",)) -> list[Requ
             s.add("gram")
         want(n.input[0], kind, s)
         if "ri" in crit:
-            contrib.append(Request(n.input[0], kind, frozenset({"contrib"}), node_id(n)))
-        p = producer_output(model, n)
+            contrib.append(Request(n.input[0], kind, frozenset({"contrib"}), contrib_spec(model, L)))
+        p = consumer_view(model, n)
         if p in graph_outputs:
             continue
         ps = set()

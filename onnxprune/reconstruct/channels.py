@@ -1,0 +1,179 @@
+"""Least-squares re-fit after channel removal: every layer that lost input channels, against the dense model.
+
+Constants here are measured choices (docs/BENCHMARKS.md): more images help up to ~2k, conv layers are fitted on a
+seeded sample of output positions, and the dense pass holds every target layer's output for one batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..io.data import Dataset
+from ..io.graph import attr, copy_model, initializer_map, node_by_name, set_initializer
+from ..io.model import validate
+from ..select.plan import Plan, PruneSettings
+from ..stats import stream
+from ..units.groups import ChannelGroup, analyse
+from .least_squares import ridge_refit
+
+RECON_SAMPLES = 2048  # calibration images for the re-fit; ResNet-20, BN-γ at 50 %: 512 → 53 %, 2048 → 57 %, 5000 → 58 %
+RECON_ROWS_PER_UNKNOWN = 8  # conv layers: sample about this many patch rows per fitted weight of a filter
+RECON_POSITIONS = (4, 32)  # ... using between 4 and 32 output positions per image
+RECON_BATCH = 64  # the dense pass holds every target layer's full output for one batch
+
+
+def refit_channels(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, data: Dataset,
+                   settings: PruneSettings) -> onnx.ModelProto:
+    """Ridge re-fit of every layer that lost input channels, in graph order, against the dense layer's outputs.
+
+    Layer by layer, the pruned model (already re-fitted upstream) supplies the inputs X̃ and the dense model the
+    targets T (the layer's full output, bias included); the kept weights and a bias solve
+    (X̃ᵀX̃ + λI) W = X̃ᵀT (`least_squares.ridge_refit`). Conv inputs are unfolded into patches (im2col) at a seeded
+    sample of output positions. Grouped convs and auto_pad convs are left as they are.
+    """
+    dropped = set(plan.channels)
+    groups = {g.id: g for g in analyse(dense)}
+    targets = {m.node for gid in dropped for m in groups[gid].members if m.role == "consumer"}
+    model = copy_model(pruned)
+    order = [n.name for n in dense.graph.node if n.name in targets and _refittable(n)]
+    if not order:
+        return validate(model)
+    sub = data.subset(np.unique(np.linspace(0, len(data) - 1, min(RECON_SAMPLES, len(data))).astype(int)))
+    rng = np.random.default_rng(settings.seed)
+    nodes_d = {name: node_by_name(dense, name) for name in order}
+    # one dense pass: every layer's targets at its sampled output positions (kept output channels only)
+    positions: dict[str, np.ndarray | None] = {}
+    wanted: dict[str, list[np.ndarray]] = {name: [] for name in order}
+    outs = [nodes_d[name].output[0] for name in order]
+    inits = initializer_map(model)
+    unknowns = {name: int(np.prod(inits[node_by_name(model, name).input[1]].shape[1:])) + 1 for name in order}
+    batch = min(RECON_BATCH, settings.batch_size)
+    for yb in stream(dense, sub, outs, batch_size=batch):
+        for name in order:
+            y = yb[nodes_d[name].output[0]]
+            out_keep = _kept_outputs(groups, plan, name)
+            if out_keep is not None:  # this layer's own output channels were pruned too: fit only the kept ones
+                y = np.take(y, out_keep, axis=1 if y.ndim == 4 else -1)
+            if name not in positions:
+                positions[name] = _sample_positions(y, rng, unknowns[name], len(sub))
+            wanted[name].append(_rows(y, positions[name]))
+    # layer by layer, inputs from the pruned model as re-fitted so far
+    for name in order:
+        node_p = node_by_name(model, name)
+        w = initializer_map(model)[node_p.input[1]]
+        h = c = None
+        tt = 0.0
+        for xb, t in zip(stream(model, sub, [node_p.input[0]], batch_size=batch), wanted[name]):
+            x = _design(node_p, w, xb[node_p.input[0]], positions[name])
+            x = np.hstack([x, np.ones((len(x), 1), np.float32)])
+            hb, cb = (x.T @ x).astype(np.float64), (x.T @ t).astype(np.float64)  # float32 BLAS, float64 sums
+            h, c = (hb, cb) if h is None else (h + hb, c + cb)
+            tt = tt + np.square(t, dtype=np.float64).sum(0)
+        wb = ridge_refit(h, c, np.ones((c.shape[1], c.shape[0]), bool), settings.ridge)
+        wb = _repair_variance(wb, h, c, tt)
+        _write_back(model, node_p, w, wb)
+    return validate(model)
+
+
+def _repair_variance(wb: np.ndarray, h: np.ndarray, c: np.ndarray, tt: np.ndarray) -> np.ndarray:
+    """Rescale each fitted output so its variance over the fit rows equals the dense target's (mean kept).
+
+    Least squares shrinks: the fitted outputs have variance R²·var(target). Downstream BN and activations expect
+    the dense spread, so each output channel j is scaled by std(t_j)/std(ŷ_j) about its mean (REPAIR-style
+    statistic repair). All moments come from the accumulated sums: Σ[x 1] is h's last row, Σt is c's last row."""
+    n = h[-1, -1]
+    mean_p = (wb @ h[-1]) / n
+    var_p = np.einsum("ji,ik,jk->j", wb, h, wb) / n - mean_p ** 2
+    mean_t = c[-1] / n
+    var_t = tt / n - mean_t ** 2
+    ok = (var_p > 0) & (var_t > 0)
+    scale = np.where(ok, np.sqrt(np.where(ok, var_t, 1.0) / np.where(ok, var_p, 1.0)), 1.0)
+    out = wb * scale[:, None]
+    out[:, -1] = mean_t - scale * (mean_p - wb[:, -1])
+    return out
+
+
+def _sample_positions(y: np.ndarray, rng: np.random.Generator, unknowns: int, n: int) -> np.ndarray | None:
+    """Flat output positions sampled once per conv layer (None for 2-D Gemm/MatMul outputs).
+
+    Enough rows for a well-posed fit (about RECON_ROWS_PER_UNKNOWN per unknown) without paying for more."""
+    if y.ndim != 4:
+        return None
+    hw = y.shape[2] * y.shape[3]
+    lo, hi = RECON_POSITIONS
+    p = int(np.clip(np.ceil(RECON_ROWS_PER_UNKNOWN * unknowns / n), lo, hi))
+    return np.sort(rng.choice(hw, size=min(p, hw), replace=False))
+
+
+def _rows(y: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
+    """Targets as rows: (N·P, C) at the sampled positions for conv maps, (N, F) otherwise."""
+    if pos is None:
+        return y.reshape(-1, y.shape[-1]).astype(np.float32)
+    n, c = y.shape[:2]
+    return y.reshape(n, c, -1)[:, :, pos].transpose(0, 2, 1).reshape(-1, c).astype(np.float32)
+
+
+def _kept_outputs(groups: dict[str, ChannelGroup], plan: Plan, node: str) -> np.ndarray | None:
+    """Dense indices of the output channels `node` keeps, or None when its outputs were not pruned."""
+    for gid, kept in plan.channels.items():
+        if any(m.role == "producer" and m.node == node for m in groups[gid].members):
+            return np.asarray(kept)
+    return None
+
+
+def _refittable(node: onnx.NodeProto) -> bool:
+    if node.op_type == "Conv":
+        return attr(node, "group", 1) == 1 and attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    if node.op_type == "Gemm":
+        return attr(node, "alpha", 1.0) == 1.0 and attr(node, "beta", 1.0) == 1.0 and not attr(node, "transA", 0)
+    return node.op_type == "MatMul"
+
+
+def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
+    """Input rows matching `_rows`: im2col patches at the sampled positions for Conv, feature rows otherwise."""
+    if node.op_type != "Conv":
+        return x.reshape(-1, x.shape[-1]).astype(np.float32)
+    kh, kw = w.shape[2:]
+    sh, sw = attr(node, "strides", [1, 1])
+    dh, dw = attr(node, "dilations", [1, 1])
+    pt, pl, pb, pr = attr(node, "pads", [0, 0, 0, 0])
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
+    r, q = np.divmod(pos, win.shape[3])
+    patches = win[:, :, r, q]  # (N, C, P, kh, kw)
+    return patches.transpose(0, 2, 1, 3, 4).reshape(len(x) * len(pos), -1).astype(np.float32)
+
+
+def _write_back(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wb: np.ndarray) -> None:
+    """Store the fitted weights in the node's layout and its bias (adding a bias input to a bias-free Conv)."""
+    weights, bias = wb[:, :-1], wb[:, -1]
+    if node.op_type == "Conv":
+        new_w = weights.reshape(w.shape)
+    elif node.op_type == "Gemm" and attr(node, "transB", 0):
+        new_w = weights
+    else:  # Gemm without transB and MatMul keep W as (in, out)
+        new_w = weights.T
+    set_initializer(model, node.input[1], new_w.astype(w.dtype))
+    if node.op_type == "MatMul":
+        _add_after_matmul(model, node, bias.astype(w.dtype))
+        return
+    if len(node.input) < 3 or not node.input[2]:
+        name = f"{node.name}.reconstructed_bias"
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = name
+    set_initializer(model, node.input[2], bias.astype(w.dtype).reshape(-1))
+
+
+def _add_after_matmul(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.ndarray) -> None:
+    """MatMul has no bias input: the fitted bias goes into an Add right after it."""
+    if np.allclose(bias, 0):
+        return
+    out = node.output[0]
+    node.output[0] = f"{out}.pre_bias"
+    bname = f"{node.name}.reconstructed_bias"
+    set_initializer(model, bname, bias)
+    idx = list(model.graph.node).index(node)
+    model.graph.node.insert(idx + 1, onnx.helper.make_node("Add", [node.output[0], bname], [out],
+                                                            name=f"{node.name}.bias_add"))

@@ -1,0 +1,66 @@
+"""Terminal rendering: number formatting, rich tables, status lines, and the `compress` summary.
+
+Status lines go to stderr so stdout stays clean for --json.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .tables import summary_rows
+
+if TYPE_CHECKING:
+    from ..workflows.compress import CompressResult
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fmt(v: Any) -> str:
+    """A table cell: '-' for None, 4 decimals for small floats, thousands separators for large numbers."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A titled table on stdout; the first column left-aligned, the others right-aligned."""
+    console.print(title, highlight=False)
+    t = Table()
+    for c in columns:
+        t.add_column(c, justify="right" if c != columns[0] else "left")
+    for r in rows:
+        t.add_row(*[fmt(v) for v in r])
+    console.print(t)
+
+
+def info(msg: str) -> None:
+    """A status line on stderr."""
+    err_console.print(msg, highlight=False)
+
+
+def print_summary(r: CompressResult) -> None:
+    """Notes, what was left alone, and the before/after table of a `compress` run."""
+    for n in r.notes:
+        info(f"note: {n}")
+    if r.skipped:
+        info(f"left alone: {len(r.skipped)} group(s) — " + "; ".join(why if why == g else f"{g}: {why}"
+                                                                      for g, why in r.skipped[:5])
+             + (" …" if len(r.skipped) > 5 else ""))
+    rows = [[x["metric"], x["before"], x["after"], _last(x)] for x in summary_rows(r)]
+    for k, e in r.extra_evals.items():
+        rows.append([f"{k} model accuracy", r.dense_eval.accuracy, e.accuracy, f"agreement {e.agreement:.4f}"])
+    print_table(f"{r.input} → {r.output} ({r.settings.mode}, criterion {r.settings.criterion}, "
+                f"ratio {r.plan.settings['ratio']:.2f})", ["", "before", "after", "after/before"], rows)
+
+
+def _last(x: dict) -> str:
+    if "speedup" in x:
+        return f"{x['speedup']:.2f}x faster"
+    return fmt(x["ratio"]) if x["ratio"] is not None else f"{x['change']:+.4f}"
