@@ -152,3 +152,88 @@ def mobilenetv2(num_classes: int = 10) -> nn.Module:
 
 FACTORIES = {"lenet300": lenet300, "lenet5bn": lenet5bn, "resnet20": resnet20,
              "densenet": densenet, "mobilenetv2": mobilenetv2}
+
+
+# ---------------------------------------------------------------- transformers (CIFAR-10 ViT, MNIST row sequence)
+class Attention(nn.Module):
+    """Multi-head self-attention, written out (qkv Linear → reshape into heads → softmax(q kᵀ·s) v → merge → proj) so
+    both torch exporters emit plain MatMul / Reshape / Transpose / Softmax. Reshape targets use Python ints (-1 for
+    the batch), so they are constants in the exported graph."""
+
+    def __init__(self, dim: int, heads: int, tokens: int) -> None:
+        super().__init__()
+        self.h, self.dh, self.t = heads, dim // heads, tokens
+        self.scale = self.dh ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x).reshape(-1, self.t, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        a = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(-1, self.t, self.h * self.dh))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, tokens: int) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, tokens)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.n1(x))
+        return x + self.mlp(self.n2(x))
+
+
+class ViT(nn.Module):
+    """Small ViT for 32×32 images: 4×4 patches (64 tokens + a class token), learned position embedding."""
+
+    def __init__(self, dim: int = 96, depth: int = 4, heads: int = 4, hidden: int = 192, patch: int = 4,
+                 image: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        t = (image // patch) ** 2 + 1
+        self.norm_in = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, t, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads, hidden, t) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(self.norm_in(x)).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit_cifar(num_classes: int = 10) -> nn.Module:
+    """Small ViT: dim 96, 4 blocks, 4 heads of 24, MLP hidden 384 (ratio 4), patch 8 (16 tokens + class token)."""
+    return ViT(dim=96, depth=4, heads=4, hidden=384, patch=8, num_classes=num_classes)
+
+
+class RowTransformer(nn.Module):
+    """MNIST as a sequence of 28 rows (28 pixels each): row embedding, 2 blocks, mean over tokens, classifier."""
+
+    def __init__(self, dim: int = 64, depth: int = 2, heads: int = 4, hidden: int = 128, num_classes: int = 10):
+        super().__init__()
+        self.norm_in = Normalize(MNIST_MEAN, MNIST_STD)
+        self.embed = nn.Linear(28, dim)
+        self.pos = nn.Parameter(torch.randn(1, 28, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads, hidden, 28) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(self.norm_in(x).reshape(-1, 28, 28)) + self.pos
+        return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+def rowformer_mnist(num_classes: int = 10) -> nn.Module:
+    """MNIST rows as 28 tokens: dim 64, 2 blocks, 4 heads of 16, MLP hidden 128."""
+    return RowTransformer(num_classes=num_classes)
+
+
+FACTORIES.update({"vit_cifar": vit_cifar, "rowformer_mnist": rowformer_mnist})

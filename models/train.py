@@ -31,7 +31,10 @@ RECIPES = {  # name: (dataset, epochs, peak lr, weight decay)
     "resnet20": ("cifar10", 18, 0.2, 5e-4),
     "densenet": ("cifar10", 4, 0.2, 5e-4),
     "mobilenetv2": ("cifar10", 5, 0.2, 4e-5),
+    "vit_cifar": ("cifar10", 10, 1e-3, 0.05),
+    "rowformer_mnist": ("mnist", 8, 1e-3, 0.05),
 }
+ADAMW = {"vit_cifar", "rowformer_mnist"}  # transformers: AdamW (betas 0.9, 0.999) instead of SGD, same one-cycle LR
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
@@ -83,8 +86,11 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}],
-                          lr=lr, momentum=0.9, nesterov=True)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}]
+    if args.name in ADAMW:
+        opt = torch.optim.AdamW(groups, lr=lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     steps = (len(x_tr) // args.batch) * epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     gen = torch.Generator().manual_seed(args.seed)

@@ -1,11 +1,17 @@
-"""The Python API: one function per CLI command, each returning a result object.
+"""The Python API: one function per CLI command, each returning a result object (`import onnxprune` exposes them).
+
+    import onnxprune
+    r = onnxprune.compress("model.onnx", ratio=0.5)        # or tolerance=0.01 to certify the ratio
+    print(r.summary())
 
 The CLI is a thin layer over these; paths or in-memory `onnx.ModelProto`s are both accepted where a model is.
+Keyword names are the CLI's option names (`--eval` is `eval_data`, `--tolerance` is `tolerance` everywhere).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import onnx
 
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from .workflows.certify import CertifyRun
     from .workflows.compress import CompressResult
     from .workflows.prune import PruneResult
+    from .workflows.recover import RecoverResult
 
 ModelLike = str | Path | onnx.ModelProto
 
@@ -66,57 +73,143 @@ def check(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, m
     return _check(m, ref, as_dataset(data, m), max_drop, batch_size)
 
 
-def compress(model: str | Path, **kwargs) -> CompressResult:
-    """The whole chain (see `onnxprune.workflows.compress.compress` for the options); returns a CompressResult."""
+GRID = "0:0.9:0.05"  # the ratios certification tests by default (compress and certify alike)
+
+
+def _stats(stats: str | Path | Stats | None) -> Stats | None:
+    """Saved statistics: a `Stats`, or the .npz `onnxprune stats -o` wrote."""
+    return stats if stats is None or isinstance(stats, Stats) else Stats.load(stats)
+
+
+def _settings(settings: PruneSettings | None, **given) -> PruneSettings:
+    """`settings` (or the defaults) with every keyword that was given (not None) replacing its field."""
+    from dataclasses import replace
+
+    from .select.plan import PruneSettings
+
+    base = settings or PruneSettings()
+    chosen = {k: (tuple(v) if k == "protect" else v) for k, v in given.items() if v is not None}
+    return replace(base, **chosen) if chosen else base
+
+
+def compress(model: str | Path, *, ratio: float | None = None, tolerance: float | None = None,
+             mode: Literal["structured", "unstructured"] | None = None, criterion: str | None = None,
+             alpha: float | None = None, reconstruct: bool | None = None, protect: Sequence[str] | None = None,
+             output: str | Path | None = None, calib: str | Path | None = None, eval_data: str | Path | None = None,
+             delta: float = 0.1, grid: str = GRID, fold_bn: bool = False, quantize: Literal["int8"] | None = None,
+             ort_format: bool = False, bench: bool = True, bench_runs: int = 200, sweep: bool = False,
+             target_macs: float | None = None, target_speedup: float | None = None,
+             stats: str | Path | Stats | None = None, recover: int | None = None,
+             recover_data: str | Path | None = None, settings: PruneSettings | None = None) -> CompressResult:
+    """Prune, write, evaluate, benchmark: the whole product in one call (`onnxprune compress`).
+
+    model: an .onnx path; the pruned model goes to `output` (default MODEL.pruned.onnx; never over the input).
+    ratio: fraction of channels (structured, default) or weights (unstructured) to remove; default 0.5.
+    tolerance: instead of a ratio, certify the largest ratio in `grid` whose accuracy loss (or, without labels,
+        disagreement) is ≤ tolerance with probability ≥ 1 − delta (Learn-then-Test); the certified model is written.
+    target_macs / target_speedup: instead of a ratio, the smallest ratio keeping at most that fraction of the dense
+        MACs (deterministic), or running that many times faster as measured here (onnxruntime, batch 1, 1 thread).
+    mode, criterion, alpha, reconstruct, protect: see `PruneSettings`; criterion "fscreen" (default) is
+        α·F-statistic + (1−α)·magnitude with α = 0.2; `settings` gives every other knob (a given keyword wins).
+    calib / eval_data: .npz files; default: the one calib_data/*calib*.npz / *eval*.npz (relative to the current
+        directory) whose arrays fit the model input.
+    stats: statistics saved by `onnxprune stats` (a path or `Stats`) for this model, reused instead of a new pass.
+    recover: epochs of recovery (distillation from the dense model in PyTorch, after the re-fit), on `recover_data`
+        (default: the calibration data); with `tolerance`, every candidate is recovered before it is certified.
+    Returns a `CompressResult`: `.summary()` for a few lines, `.to_dict()` for everything, `.rows()` for the table.
+    """
     from .workflows.compress import compress as _compress
 
-    return _compress(model, **kwargs)
+    s = _settings(settings, ratio=ratio, mode=mode, criterion=criterion, alpha=alpha, reconstruct=reconstruct,
+                  protect=protect, recover_epochs=recover)
+    return _compress(model, output=output, calib=calib, eval_data=eval_data, settings=s, tolerance=tolerance,
+                     delta=delta, grid=grid, fold_bn=fold_bn, quantize=quantize, ort_format=ort_format, bench=bench,
+                     bench_runs=bench_runs, sweep=sweep, target_macs=target_macs, target_speedup=target_speedup,
+                     stats=_stats(stats), recover_data=recover_data)
 
 
 def certify(model: ModelLike, calib: str | Path | Dataset, *, tolerance: float, delta: float = 0.1,
-            grid: str = "0:0.95:0.05", settings: PruneSettings | None = None,
-            cert_data: str | Path | Dataset | None = None, pvalue: str = "binomial", control: str = "fixed_sequence",
-            cert_fraction: float = 0.5) -> CertifyRun:
-    """Learn-then-Test: the largest ratio in `grid` whose risk is ≤ `tolerance` with probability ≥ 1 - delta.
+            grid: str = GRID, mode: Literal["structured", "unstructured"] | None = None,
+            criterion: str | None = None, alpha: float | None = None, settings: PruneSettings | None = None,
+            cert_data: str | Path | Dataset | None = None, pvalue: Literal["binomial", "hb", "wsr"] = "binomial",
+            control: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence", cert_fraction: float = 0.5,
+            output: str | Path | None = None) -> CertifyRun:
+    """Learn-then-Test (`onnxprune certify`): the largest ratio in `grid` whose risk is ≤ `tolerance` with
+    probability ≥ 1 − delta.
 
-    Returns a `workflows.certify.CertifyRun`, whose `candidate` is the certified model and plan (None if nothing
-    was certified). `cert_data` must share no sample with `calib`."""
+    `calib` is split (seeded) into a half that builds the candidates and a half that certifies them, unless
+    `cert_data` is given (it must share no sample with `calib`). Returns a `CertifyRun`: `.candidate` is the certified
+    model and plan (None when nothing certified), `.to_dict()` the whole table; with `output` the certified model
+    is written there (nothing certified: an error, nothing written)."""
     from .certify import parse_grid
-    from .select.plan import PruneSettings
+    from .io.model import save_model
     from .workflows.certify import run
 
     m = as_model(model)
-    ratios = parse_grid(grid)
-    return run(m, as_dataset(calib, m), settings or PruneSettings(), ratios, tolerance, delta,
-               cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
-               pvalue=pvalue, control=control)
+    s = _settings(settings, mode=mode, criterion=criterion, alpha=alpha)
+    result = run(m, as_dataset(calib, m), s, parse_grid(grid), tolerance, delta,
+                 cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
+                 pvalue=pvalue, control=control)
+    if output is not None:
+        if result.candidate is None:
+            raise OnnxPruneError(f"nothing written: {result.nothing_certified()}")
+        save_model(result.candidate.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
+    return result
 
 
-def prune(model: str | Path | onnx.ModelProto, output: str | Path, calib: str | Path | Dataset | None = None,
-          settings: PruneSettings | None = None, plan_out: str | Path | None = None) -> PruneResult:
-    """Prune at `settings.ratio`: writes the model (never over the input) and, if asked, the plan.
-    Returns a `workflows.prune.PruneResult` (model, plan, per-layer or per-group report)."""
-    from .io.model import save_model
-    from .select.plan import PruneSettings
+def prune(model: str | Path | onnx.ModelProto, output: str | Path, *, ratio: float | None = None,
+          calib: str | Path | Dataset | None = None, mode: Literal["structured", "unstructured"] | None = None,
+          criterion: str | None = None, alpha: float | None = None, reconstruct: bool | None = None,
+          protect: Sequence[str] | None = None, settings: PruneSettings | None = None,
+          plan_out: str | Path | None = None, stats: str | Path | Stats | None = None) -> PruneResult:
+    """Prune once at `ratio` (`onnxprune prune`): writes the model (never over the input) and, if asked, the plan.
+
+    Without `calib`, the one calib_data/*calib*.npz (under the current directory) that fits the model is used, as
+    `compress` does; with none, only data-free criteria work (magnitude, l1/l2, bn) and no least-squares re-fit is
+    made (the report says so). Returns a `PruneResult` (model, plan, report; `.summary()`, `.to_dict()`)."""
+    from .io.model import check_writable, save_model
     from .workflows.prune import prune as _prune
 
-    settings = settings or PruneSettings()
+    s = _settings(settings, ratio=ratio, mode=mode, criterion=criterion, alpha=alpha, reconstruct=reconstruct,
+                  protect=protect)
+    inputs = () if isinstance(model, onnx.ModelProto) else (model,)
+    check_writable(output, inputs=inputs)  # before any work
+    if plan_out:
+        check_writable(plan_out, inputs=inputs, what="plan")
     m = as_model(model)
-    r = _prune(m, None if calib is None else as_dataset(calib, m), settings)
+    r = _prune(m, None if calib is None else as_dataset(calib, m), s, _stats(stats))
     save_model(r.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
     if plan_out:
         r.plan.save(plan_out)
     return r
 
 
+def recover(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, output: str | Path, *,
+            epochs: int = 10, seconds: float | None = None, labels: bool = False, augment: bool | None = None,
+            seed: int = 0) -> RecoverResult:
+    """Recover accuracy (`onnxprune recover`): train `pruned`'s initializers in PyTorch to agree with `reference`
+    (the dense model) on `data` — label-free distillation, plus cross-entropy with `labels` — and write the same
+    graph with the trained values to `output` (unstructured zeros stay zero; BatchNorm statistics re-estimated).
+    Deterministic for a seed and thread count. Needs the torch extra."""
+    from .io.model import save_model
+    from .workflows.recover import RecoverResult, recover_model
+
+    m, ref = as_model(pruned), as_model(reference)
+    model, report = recover_model(m, ref, as_dataset(data, m), epochs=epochs, seconds=seconds, labels=labels,
+                                  augment=augment, seed=seed)
+    save_model(model, output, inputs=tuple(x for x in (pruned, reference) if not isinstance(x, onnx.ModelProto)))
+    return RecoverResult(model, report, Path(output))
+
+
 def apply(model: str | Path | onnx.ModelProto, plan: str | Path | Plan, output: str | Path,
           calib: str | Path | Dataset | None = None) -> PruneResult:
     """Re-apply a saved plan (path or Plan) to the model it was made for; re-fits with `calib` when the plan was
     made with reconstruction. Same inputs → byte-identical output."""
-    from .io.model import save_model
+    from .io.model import check_writable, save_model
     from .select.plan import Plan
     from .workflows.prune import replay
 
+    check_writable(output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))  # before any work
     m = as_model(model)
     p = plan if isinstance(plan, Plan) else Plan.load(plan)
     r = replay(m, p, None if calib is None else as_dataset(calib, m))
@@ -135,6 +228,10 @@ def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | No
     from .criteria.needs import default_requests
     from .stats import collect
 
+    if output is not None:
+        from .io.model import check_writable
+
+        check_writable(output, what="statistics file")  # before any work
     m = as_model(model)
     data = as_dataset(calib, m)
     reqs = default_requests(m, criteria)

@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parent.parent
 LENET300 = REPO / "models" / "lenet300_mnist.onnx"
 MNIST_EVAL = REPO / "calib_data" / "mnist_eval.npz"
 MNIST_CALIB = REPO / "calib_data" / "mnist_calib.npz"
+# the bundled models, named (a glob would also collect what the README's commands write beside them)
+BUNDLED = [REPO / "models" / f"{n}.onnx" for n in
+           ("densenet_cifar10", "lenet300_mnist", "lenet5bn_mnist", "mobilenetv2_cifar10", "resnet20_cifar10")]
 
 
 def tiny_mlp(seed: int = 0, constant_nodes: bool = False) -> onnx.ModelProto:

@@ -30,13 +30,13 @@ def test_every_command_has_help():
 def test_eval_bundled_lenet_json(mnist_small):
     r = run("eval", LENET300, "--data", mnist_small, "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["n"] == 500 and d["accuracy"] > 0.97 and d["agreement"] is None
 
 
 def test_eval_agreement_with_itself_is_one(mnist_small):
     r = run("eval", LENET300, "--data", mnist_small, "--reference", LENET300, "--json")
-    assert json.loads(r.output)["agreement"] == 1.0
+    assert json.loads(r.stdout)["agreement"] == 1.0
 
 
 def test_errors_are_one_line_exit_2(tmp_path, mnist_small):

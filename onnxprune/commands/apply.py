@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import click
 
-from .. import api
 from ._common import json_option
 from .prune import show
 
@@ -17,5 +16,7 @@ from .prune import show
 @json_option
 def apply_cmd(model: str, plan: str, output: str, calib: str | None, as_json: bool) -> None:
     """Apply PLAN (from `prune --plan-out`) to MODEL and write the result to -o."""
+    from .. import api
+
     r = api.apply(model, plan, output, calib=calib)
     show(r.report, output, None, as_json)

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..measure.bench import BenchResult, parse_shapes
-from ..report import print_table
 from ._common import emit_json, json_option
 
 _THREAD_LABEL = {"1": "1 thread", "default": "default threads"}
@@ -27,6 +24,9 @@ _THREAD_LABEL = {"1": "1 thread", "default": "default threads"}
 def bench_cmd(model: str, model_b: str | None, threads: str, runs: int, warmup: int, seconds: float,
               shapes: tuple[str, ...], as_json: bool) -> None:
     """Benchmark MODEL, or compare MODEL (A) with MODEL_B (B) run by run in one process."""
+    from .. import api
+    from ..measure.bench import parse_shapes
+
     r = api.bench(model, model_b, threads=threads, runs=runs, warmup=warmup, seconds=seconds,
                   shapes=parse_shapes(shapes))
     if as_json:
@@ -36,6 +36,9 @@ def bench_cmd(model: str, model_b: str | None, threads: str, runs: int, warmup: 
 
 
 def _print(r: BenchResult) -> None:
+    from ..measure.bench import BenchResult
+    from ..report import print_table
+
     two = len(r.models) == 2
     if two:
         click.echo(f"A = {r.models[0].name}\nB = {r.models[1].name}")

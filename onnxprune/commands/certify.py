@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..report import certification_rows, info, print_table
-from ._common import emit_json, json_option, pruning_options
+from ._common import DEFAULT_GRID, delta_option, emit_json, json_option, pruning_options
 
 
 @click.command("certify")
@@ -15,22 +13,32 @@ from ._common import emit_json, json_option, pruning_options
 @click.option("--cert-data", type=click.Path(dir_okay=False),
               help="Separate certification .npz sharing no sample with --calib; then all of --calib is used for "
                    "scoring.")
-@click.option("--tolerance", required=True, type=click.FloatRange(0, 1, min_open=True),
+@click.option("--tolerance", required=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="ε: the largest acceptable risk (new errors, or disagreement when unlabelled).")
-@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
-@click.option("--grid", default="0:0.95:0.05", show_default=True, help="Ratios, fixed before data is seen.")
-@click.option("--pvalue", type=click.Choice(["binomial", "hb", "wsr"]), default="binomial", show_default=True)
+@delta_option
+@click.option("--grid", default=DEFAULT_GRID, show_default=True,
+              help="Ratios tested (start:stop:step or r1,r2,...), fixed before data is seen.")
+@click.option("--pvalue", type=click.Choice(["binomial", "hb", "wsr"]), default="binomial", show_default=True,
+              help="binomial: exact, for 0/1 losses; hb: Hoeffding–Bentkus; wsr: betting (WSR), for losses in [0, 1].")
 @click.option("--control", type=click.Choice(["fixed_sequence", "bonferroni"]), default="fixed_sequence",
-              show_default=True)
-@click.option("--cert-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True)
+              show_default=True, help="Family-wise error control: fixed-sequence testing in ascending ratio (stops "
+                                      "at the first failure) or Bonferroni over the whole grid.")
+@click.option("--cert-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
+              help="Share of --calib held out (seeded) to certify on, when no --cert-data is given.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the certified model here (nothing certified: nothing written, exit 2).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG of risk and p-value against ratio.")
 @pruning_options
 @json_option
-def certify_cmd(model, calib, cert_data, tolerance, delta, grid, pvalue, control, cert_fraction, plot, settings,
-                as_json, ratio=None) -> None:
+def certify_cmd(model, calib, cert_data, tolerance, delta, grid, pvalue, control, cert_fraction, output, plot,
+                settings, as_json, ratio=None) -> None:
     """Certify the largest safe pruning ratio of MODEL with a finite-sample guarantee."""
+    from .. import api
+    from ..report import certification_rows, info, print_table
+
     run = api.certify(model, calib, tolerance=tolerance, delta=delta, grid=grid, settings=settings,
-                      cert_data=cert_data, pvalue=pvalue, control=control, cert_fraction=cert_fraction)
+                      cert_data=cert_data, pvalue=pvalue, control=control, cert_fraction=cert_fraction,
+                      output=output)
     d = run.to_dict()
     if plot:
         from ..report import certification_plot
@@ -43,4 +51,5 @@ def certify_cmd(model, calib, cert_data, tolerance, delta, grid, pvalue, control
     print_table(f"{settings.mode} / {settings.criterion}: risk ≤ {tolerance} with probability ≥ {1 - delta:.2f}",
                 ["ratio", "risk", "p-value", "certified"],
                 [[x["label"], x["risk"], x["p_value"], x["verdict"]] for x in certification_rows(d)])
-    click.echo(run.nothing_certified() if run.candidate is None else f"certified ratio: {d['certified_ratio']:.2f}")
+    click.echo(run.nothing_certified() if run.candidate is None else f"certified ratio: {d['certified_ratio']:.2f}"
+               + (f"; wrote the certified model to {output}" if output else ""))

@@ -5,7 +5,6 @@ import sys
 
 import click
 
-from .. import api
 from ._common import batch_option, emit_json, json_option
 
 
@@ -20,6 +19,8 @@ from ._common import batch_option, emit_json, json_option
 @json_option
 def check_cmd(pruned: str, reference: str, data: str, max_drop: float, batch_size: int, as_json: bool) -> None:
     """Exit 0 if PRUNED loses at most --max-drop accuracy against --reference on --data, 1 if it loses more."""
+    from .. import api
+
     r = api.check(pruned, reference, data, max_drop=max_drop, batch_size=batch_size)
     if as_json:
         emit_json({"pruned": pruned, "reference": reference, "data": data, **r.to_dict()})

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..report import print_table
 from ._common import batch_option, emit_json, json_option
 
 
@@ -16,11 +14,18 @@ from ._common import batch_option, emit_json, json_option
 @json_option
 def eval_cmd(model: str, data: str, reference: str | None, batch_size: int, as_json: bool) -> None:
     """Top-1 accuracy of MODEL on DATA (and agreement with --reference)."""
+    from .. import api
+    from ..report import print_table
+
     r = api.evaluate(model, data, reference=reference, batch_size=batch_size)
     if as_json:
         emit_json({"model": model, "data": data, **r.to_dict()})
         return
     rows = [["samples", r.n], ["accuracy", r.accuracy]]
     if reference:
-        rows.append(["agreement with reference", r.agreement])
+        rows.append(["agreement with reference" + (" (per position)" if r.kind == "dense" else ""), r.agreement])
+        if r.kind != "classes":
+            rows += [["output cosine with reference", r.cosine], ["output relative error", r.rel_error]]
     print_table(f"{model} on {data}", ["metric", "value"], rows)
+    if r.note:
+        click.echo(f"note: {r.note}", err=True)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..io.export import DEFAULT_OPSET, parse_shape
 from ._common import emit_json, json_option
 
 
@@ -13,13 +11,16 @@ from ._common import emit_json, json_option
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict saved with torch.save.")
 @click.option("--input-shape", required=True, help="Example input shape, batch first, e.g. 1,3,32,32.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
-@click.option("--opset", default=DEFAULT_OPSET, show_default=True, type=int)
+@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset to export with.")
 @click.option("--tolerance", default=1e-4, show_default=True, type=float,
               help="Max abs torch-vs-onnxruntime difference, relative to max(1, |output|).")
 @json_option
 def export_cmd(src: str, weights: str | None, input_shape: str, output: str, opset: int, tolerance: float,
                as_json: bool) -> None:
     """Export SRC (file.py:factory) to ONNX with a dynamic batch axis and check it against onnxruntime."""
+    from .. import api
+    from ..io.export import parse_shape
+
     r = api.export(src, output, parse_shape(input_shape), weights=weights, opset=opset, tolerance=tolerance)
     if as_json:
         emit_json({"output": str(r.path), "max_abs_diff": r.max_abs_diff, "tolerance": r.tolerance, "opset": r.opset})

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..report import info, print_table
 from ._common import emit_json, json_option, pruning_options
 
 
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
-@click.option("--calib", type=click.Path(dir_okay=False), help="Calibration .npz (statistics, --reconstruct).")
+@click.option("--calib", type=click.Path(dir_okay=False),
+              help="Calibration .npz (statistics, re-fit). Default: the one calib_data/*calib*.npz that fits.")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Fraction of the prunable channels (or, unstructured, weights) to remove.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False),
+              help="Reuse statistics saved by `onnxprune stats -o` for this model instead of a new pass.")
 @pruning_options
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Save every mask decision (JSON) for `apply`.")
 @json_option
-def prune_cmd(model: str, output: str, calib: str | None, ratio: float, settings, plan_out: str | None,
-              as_json: bool) -> None:
+def prune_cmd(model: str, output: str, calib: str | None, ratio: float, stats_file: str | None, settings,
+              plan_out: str | None, as_json: bool) -> None:
     """Prune MODEL once at --ratio (channels, or weights with --mode unstructured) and write the result to -o."""
-    r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out)
+    from .. import api
+
+    r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out, stats=stats_file)
     show(r.report, output, plan_out, as_json)
 
 
 def show(report: dict, output: str, plan_out: str | None, as_json: bool) -> None:
     """The per-layer table, sizes and notes (or all of it as JSON)."""
+    from ..progress import said
+    from ..report import info, print_table
+
     if as_json:
         emit_json({"output": output, "plan": plan_out, **report})
         return
@@ -45,5 +51,6 @@ def show(report: dict, output: str, plan_out: str | None, as_json: bool) -> None
     click.echo(f"file size: raw {s['dense_raw']:,} → {s['pruned_raw']:,} bytes; "
                f"zlib-compressed {s['dense_zlib']:,} → {s['pruned_zlib']:,} bytes")
     for n in report["notes"]:
-        info(f"note: {n}")
+        if f"note: {n}" not in said():  # already printed when it was decided
+            info(f"note: {n}")
     click.echo(f"wrote {output}" + (f", plan {plan_out}" if plan_out else ""))

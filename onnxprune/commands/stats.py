@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import click
 
-from .. import api
-from ..criteria.needs import CRITERIA
-from ..report import info, print_table
 from ._common import batch_option, emit_json, json_option
 
 
@@ -14,7 +11,7 @@ from ._common import batch_option, emit_json, json_option
 @click.option("--calib", required=True, type=click.Path(dir_okay=False), help=".npz with x (and optional y).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output statistics .npz.")
 @click.option("--criteria", default="fscreen", show_default=True,
-              help=f"Comma-separated criteria to collect for: {', '.join(CRITERIA)}.")
+              help="Comma-separated criteria to collect for: fscreen, apoz, wanda, ri, gram, all.")
 @click.option("--labels", type=click.Choice(["auto", "true", "predicted"]), default="auto", show_default=True,
               help="auto: y if the data has it, else the model's predictions (label-free mode).")
 @batch_option
@@ -22,6 +19,9 @@ from ._common import batch_option, emit_json, json_option
 def stats_cmd(model: str, calib: str, output: str, criteria: str, labels: str, batch_size: int,
               as_json: bool) -> None:
     """Collect the activation statistics that CRITERIA need for MODEL in one streaming pass over --calib."""
+    from .. import api
+    from ..report import info, print_table
+
     st = api.stats(model, calib, output, criteria=criteria, batch_size=batch_size, labels=labels)
     summary = {"model": model, "calib": calib, "output": output, **st.summary()}
     if as_json:

@@ -15,6 +15,7 @@ the per-group mean normalisation for every group (as Torch-Pruning's global prun
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -39,17 +40,20 @@ def per_channel(values: np.ndarray, member: Member, size: int, reduce: Callable[
     return out
 
 
-def bn_gammas(model: onnx.ModelProto, group: ChannelGroup) -> list[np.ndarray]:
-    """|γ| of every BN normalising the group, one (size,) array per BN (NaN where a BN sees only part)."""
-    inits = initializer_map(model)
+def bn_gammas(model: onnx.ModelProto, group: ChannelGroup, inits: dict[str, np.ndarray] | None = None
+              ) -> list[np.ndarray]:
+    """|γ| of every BN normalising the group, one (size,) array per BN (NaN where a BN sees only part); a channel
+    tied across conv groups gets the mean |γ| of the channels it stands for."""
+    inits = initializer_map(model) if inits is None else inits
     scale_of = {n.name: n.input[1] for n in model.graph.node if n.op_type == "BatchNormalization"}
-    return [bn_scale(per_channel(inits[m.tensor], m, group.size, lambda v: float(v.ravel()[0])))
+    return [bn_scale(per_channel(inits[m.tensor], m, group.size, lambda v: float(np.abs(v).mean())))
             for m in group.members if m.role == "bn" and scale_of.get(m.node) == m.tensor]
 
 
-def filter_norms(model: onnx.ModelProto, group: ChannelGroup, p: int = 1) -> np.ndarray:
+def filter_norms(model: onnx.ModelProto, group: ChannelGroup, p: int = 1,
+                 inits: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Each channel's producing-filter L_p norm (biases excluded), averaged over the group's producers."""
-    inits = initializer_map(model)
+    inits = initializer_map(model) if inits is None else inits
     norms = [np.nan_to_num(per_channel(inits[m.tensor], m, group.size,
                                        lambda v: float(filter_norm(v.reshape(1, -1), 0, p)[0])))
              for m in group.members if m.role == "producer" and inits[m.tensor].ndim >= 2]
@@ -59,7 +63,8 @@ def filter_norms(model: onnx.ModelProto, group: ChannelGroup, p: int = 1) -> np.
 def magnitudes(model: onnx.ModelProto, groups: list[ChannelGroup], p: int = 1, prefer_bn: bool = True
                ) -> list[np.ndarray]:
     """Per group, channel magnitudes on one scale across groups (see the module docstring)."""
-    gammas = [bn_gammas(model, g) if prefer_bn else [] for g in groups]
+    inits = initializer_map(model)  # once: converting every initializer per group cost seconds on densenet121
+    gammas = [bn_gammas(model, g, inits) if prefer_bn else [] for g in groups]
     bn = {i: np.nanmean(np.stack(gs), axis=0) for i, gs in enumerate(gammas) if gs}
     scale = float(np.median(np.concatenate(list(bn.values())))) if bn else 1.0
     out = []
@@ -67,7 +72,7 @@ def magnitudes(model: onnx.ModelProto, groups: list[ChannelGroup], p: int = 1, p
         if i in bn:
             out.append(bn[i])
             continue
-        norms = filter_norms(model, g, p)
+        norms = filter_norms(model, g, p, inits)
         out.append(norms / max(float(norms.mean()), 1e-12) * scale)
     return out
 
@@ -77,8 +82,9 @@ def consumer_mean(stats: Stats | None, group: ChannelGroup, key: str) -> np.ndar
     if stats is None:
         raise OnnxPruneError("this criterion needs calibration data (--calib)")
     offsets = group.activation_offsets or [0] * len(group.activations)
-    vals = [stats.get(t, key)[off:off + group.size] for t, off in zip(group.activations, offsets) if stats.has(t, key)]
-    vals = [v for v in vals if v.shape == (group.size,)]
+    n = group.channels  # a channel tied across conv groups: the mean over the channels it stands for
+    vals = [stats.get(t, key)[off:off + n] for t, off in zip(group.activations, offsets) if stats.has(t, key)]
+    vals = [v.reshape(group.tiles, group.size).mean(0) for v in vals if v.shape == (n,)]
     if not vals:
         raise OnnxPruneError(f"statistics '{key}' missing for group {group.id}")
     return np.mean(vals, axis=0)
@@ -108,8 +114,7 @@ def ri_scores(groups: list[ChannelGroup], stats: Stats | None, beta: float) -> l
                 continue
             s = ri.score(stats.get(m.node, "ri_mean"), stats.get(m.node, "ri_std"), beta)  # (out, in): input axis 1
             cols = ri.channel_scores(s, in_axis=1)
-            per.append(np.nan_to_num(per_channel(cols, Member(m.tensor, 0, m.role, m.offset, m.repeat, m.node, m.lo,
-                                                              m.hi), g.size, lambda v: float(v.mean()))))
+            per.append(np.nan_to_num(per_channel(cols, replace(m, axis=0), g.size, lambda v: float(v.mean()))))
         out.append(np.mean(per, axis=0) if per else np.ones(g.size))
     return out
 

@@ -24,6 +24,7 @@ import onnx
 from ..errors import OnnxPruneError
 from ..stats import Request, tensor_infos
 from ..units.chains import consumer_view
+from ..units.tokens import feature_kind
 from ..units.weights import contrib_spec, weight_layers
 
 CRITERIA = ("fscreen", "apoz", "wanda", "ri", "gram", "all")
@@ -63,6 +64,8 @@ def default_requests(model: onnx.ModelProto, criteria=("fscreen",)) -> list[Requ
         if conv and (rank is None or rank < 3):
             continue
         kind = "channels" if conv else "features"
+        if not conv:
+            kind = feature_kind(model, infos, n.input[0])  # transformers: [N, T, F] reduced over tokens per sample
         s = set()
         if "fscreen" in crit:
             s.add("class_moments")
@@ -72,7 +75,8 @@ def default_requests(model: onnx.ModelProto, criteria=("fscreen",)) -> list[Requ
             s.add("gram")
         want(n.input[0], kind, s)
         if "ri" in crit:
-            contrib.append(Request(n.input[0], kind, frozenset({"contrib"}), contrib_spec(model, L)))
+            contrib.append(Request(n.input[0], "features" if kind == "tokens" else kind, frozenset({"contrib"}),
+                                   contrib_spec(model, L)))
         p = consumer_view(model, n)
         if p in graph_outputs:
             continue
@@ -88,7 +92,8 @@ def default_requests(model: onnx.ModelProto, criteria=("fscreen",)) -> list[Requ
     for (t, k), s in wanted.items():
         if t in merged:
             k0, s0 = merged[t]
-            merged[t] = ("channels" if "channels" in (k0, k) and (infos[t].rank or 2) >= 3 else "features", s0 | s)
+            merged[t] = ("tokens" if "tokens" in (k0, k) else
+                         "channels" if "channels" in (k0, k) and (infos[t].rank or 2) >= 3 else "features", s0 | s)
         else:
             merged[t] = (k, set(s))
     reqs = [Request(t, k, frozenset(s)) for t, (k, s) in merged.items()]

@@ -1,7 +1,10 @@
 """Calibration / evaluation data: `.npz` files with `x` (or one array per input name) and optional `y`.
 
-Data is validated against the model's inputs up front so a mismatch is one clear sentence, not an onnxruntime
-stack trace. Arrays stay in their stored dtype (uint8 images stay small) and are cast per batch.
+Data is validated against the model up front so a mismatch is one clear sentence, not an onnxruntime stack trace
+or a silently wrong model: shapes and dtypes against the inputs, every value finite (NaN / Inf would give NaN
+weights), labels integers in [0, K) where K is the class count the model's output gives. Arrays stay in their
+stored dtype (uint8 images stay small) and are cast per batch. A model that fixes its batch size (batch 1 is the
+`torch.onnx.export` default) is always fed batches of exactly that size, whatever batch size a caller asks for.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
+from ..progress import say
 from .runtime import InputSpec, input_specs
 
 
@@ -34,19 +38,39 @@ class Dataset:
     def labelled(self) -> bool:
         return self.labels is not None
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model fixes (every batch must have exactly this many samples), or None."""
+        fixed = [s.batch for s in self.specs if getattr(s, "batch", None)]
+        return min(fixed) if fixed else None
+
+    def batch_size(self, wanted: int) -> int:
+        """The batch size actually fed for a requested one: the model's fixed batch when it has one."""
+        return self.fixed_batch or wanted
+
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Feed dicts of at most `batch_size` samples, cast to the dtype each input expects."""
+        """Feed dicts of at most `batch_size` samples (exactly the model's fixed batch size when it has one), cast to
+        the dtype each input expects."""
+        batch_size = self.batch_size(batch_size)
         n = len(self) if limit is None else min(limit, len(self))
+        if self.fixed_batch:
+            n -= n % self.fixed_batch
         for i in range(0, n, batch_size):
             j = min(i + batch_size, n)
             yield {s.name: np.ascontiguousarray(self.inputs[s.name][i:j], dtype=s.dtype) for s in self.specs}
 
     def label_batches(self, batch_size: int) -> Iterator[np.ndarray | None]:
+        batch_size = self.batch_size(batch_size)
         for i in range(0, len(self), batch_size):
             yield None if self.labels is None else self.labels[i:i + batch_size]
 
     def subset(self, idx: np.ndarray) -> "Dataset":
-        """A view on the samples `idx` (used for seeded splits, e.g. LTT's build / certify halves)."""
+        """A view on the samples `idx` (used for seeded splits, e.g. LTT's build / certify halves); for a model with a
+        fixed batch size B, cut to a multiple of B samples."""
+        idx = np.asarray(idx)
+        b = self.fixed_batch
+        if b and len(idx) % b and len(idx) > b:
+            idx = idx[:len(idx) - len(idx) % b]
         return Dataset({k: v[idx] for k, v in self.inputs.items()},
                        None if self.labels is None else self.labels[idx], self.specs, self.source, list(self.notes))
 
@@ -88,7 +112,10 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
         n = len(a)
     if not n:
         raise OnnxPruneError(f"{path}: contains no samples")
+    for s in specs:
+        check_finite(inputs[s.name], f"{path}: array for '{s.name}'")
     labels = arrays.get("y")
+    notes: list[str] = []
     if labels is not None:
         if labels.ndim != 1 or len(labels) != n:
             raise OnnxPruneError(f"{path}: 'y' has shape {labels.shape}; expected ({n},) integer class labels")
@@ -96,8 +123,51 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
             raise OnnxPruneError(f"{path}: 'y' has dtype {labels.dtype}; expected integer class labels")
         labels = labels.astype(np.int64)
         if labels.min() < 0:
-            raise OnnxPruneError(f"{path}: 'y' has negative labels")
-    return Dataset(inputs, labels, specs, str(path))
+            first = np.flatnonzero(labels < 0)[:5].tolist()
+            raise OnnxPruneError(f"{path}: 'y' has negative labels (samples {_indices(first)})")
+        from .shapes import output_kind
+
+        kind, k = output_kind(model, {s.name: (s.batch or 1, *inputs[s.name].shape[1:]) for s in specs})
+        if k and labels.max() >= k:
+            bad = np.flatnonzero(labels >= k)
+            raise OnnxPruneError(f"{path}: 'y' has labels up to {labels.max()}, but the model's output gives {k} "
+                                 f"classes (labels must lie in 0..{k - 1}; first bad samples {_indices(bad[:5])})")
+        if kind == "values":
+            notes.append("the model's output is not a (N, K) class score: 'y' is used only to group samples for "
+                         "class statistics, not for accuracy")
+    ds = Dataset(inputs, labels, specs, str(path), notes)
+    b = ds.fixed_batch
+    if b and n % b:
+        if n < b:
+            raise OnnxPruneError(f"{path}: {n} samples, but the model fixes its batch size to {b}; give at least {b}")
+        m = n - n % b  # a slice, not a copy
+        ds = Dataset({k: v[:m] for k, v in inputs.items()}, None if labels is None else labels[:m], specs, str(path),
+                     notes)
+        ds.notes.append(f"the model fixes its batch size to {b}: using the first {len(ds)} of {n} samples")
+    return ds
+
+
+CHUNK = 4096  # samples checked at a time (bounded extra memory)
+
+
+def check_finite(a: np.ndarray, what: str) -> None:
+    """A one-line error naming the first samples holding NaN or Inf (floating arrays only)."""
+    if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.complexfloating):
+        return
+    bad: list[int] = []
+    total = 0
+    for i in range(0, len(a), CHUNK):
+        rows = ~np.isfinite(a[i:i + CHUNK].reshape(min(CHUNK, len(a) - i), -1)).all(axis=1)
+        hits = np.flatnonzero(rows)
+        total += len(hits)
+        bad.extend((hits[:5 - len(bad)] + i).tolist() if len(bad) < 5 else [])
+    if total:
+        raise OnnxPruneError(f"{what} has NaN or Inf values in {total} sample(s) ({_indices(bad)}"
+                             f"{', …' if total > len(bad) else ''}); remove or fix them")
+
+
+def _indices(idx) -> str:
+    return "indices " + ", ".join(str(int(i)) for i in idx)
 
 
 def peek_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
@@ -140,3 +210,19 @@ def discover(model: onnx.ModelProto, folder: str | Path, kind: str) -> Path | No
         raise OnnxPruneError(f"several {kind} files in {folder}/ fit this model ({', '.join(p.name for p in hits)}); "
                              f"choose one with --{kind}")
     return hits[0] if hits else None
+
+
+CALIB_DIR = Path("calib_data")  # where commands look for data when none is given (relative to the current directory)
+
+
+def resolve_data(model: onnx.ModelProto, path: str | Path | None, kind: str, notes: list[str]) -> Path | None:
+    """An explicit path, or the single `calib_data/*{kind}*.npz` that fits the model (said in the notes)."""
+    if path is not None:
+        return Path(path)
+    found = discover(model, CALIB_DIR, kind)
+    if found is not None:
+        note = (f"using {found.resolve()} as {kind} data (the one {CALIB_DIR}/*{kind}*.npz under the current directory "
+                f"that fits the model input; pass --{kind} to choose another)")
+        notes.append(note)
+        say(f"note: {note}")  # before the work it applies to
+    return found

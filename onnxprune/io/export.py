@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
-from .model import normalise, save_model
+from .model import check_writable, normalise, save_model
 from .runtime import make_session
 
 DEFAULT_OPSET = 18
@@ -75,6 +75,7 @@ def export(spec: str, out: str | Path, input_shape: tuple[int, ...], weights: st
         raise OnnxPruneError("export needs PyTorch: pip install 'onnxprune[torch]'") from None
     if opset < 17:
         raise OnnxPruneError(f"--opset {opset}: onnxprune exports opset 17 or newer")
+    check_writable(out)  # before any work
     module = load_factory(spec)()
     if weights is not None:
         try:

@@ -19,20 +19,35 @@ OPT_LEVELS = {
 _ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
                   onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.UINT8: np.uint8,
                   onnx.TensorProto.INT8: np.int8, onnx.TensorProto.INT32: np.int32,
-                  onnx.TensorProto.INT64: np.int64, onnx.TensorProto.BOOL: np.bool_}
+                  onnx.TensorProto.INT64: np.int64, onnx.TensorProto.BOOL: np.bool_,
+                  onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input as data must match it: name, per-sample shape (None = dynamic), numpy dtype."""
+    """A graph input as data must match it: name, per-sample shape (None = dynamic), numpy dtype, and the batch
+    size the model fixes on axis 0 (None when the batch axis is dynamic: symbolic, `?`, 0 or -1)."""
 
     name: str
     sample_shape: tuple[int | None, ...]
     dtype: type
+    batch: int | None = None
 
     def describe(self) -> str:
         dims = ",".join("?" if d is None else str(d) for d in self.sample_shape)
-        return f"{self.name}: (N,{dims}) {np.dtype(self.dtype).name}"
+        return f"{self.name}: ({'N' if self.batch is None else self.batch},{dims}) {np.dtype(self.dtype).name}"
+
+
+def dim_of(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A declared dimension: its value when fixed and positive; None when dynamic (symbolic, unset, 0 or -1 — some
+    exporters write -1 for a dynamic axis, which must never be taken as a size)."""
+    return d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size the model's inputs fix on axis 0, or None when it is dynamic (the smallest if they differ)."""
+    fixed = [s.batch for s in input_specs(model) if s.batch is not None]
+    return min(fixed) if fixed else None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -43,8 +58,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        specs.append(InputSpec(vi.name, tuple(dims[1:]), _ONNX_TO_NUMPY.get(tt.elem_type, np.float32)))
+        dims = [dim_of(d) for d in tt.shape.dim]
+        specs.append(InputSpec(vi.name, tuple(dims[1:]), _ONNX_TO_NUMPY.get(tt.elem_type, np.float32),
+                               dims[0] if dims else None))
     return specs
 
 
@@ -60,7 +76,15 @@ def make_session(model: onnx.ModelProto | bytes | str, *, threads: int | None = 
     if sequential:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an op onnxruntime does not implement, a custom domain, a bad file
+        raise OnnxPruneError(f"onnxruntime cannot load the model: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def run_batches(session: ort.InferenceSession, batches: Iterator[dict[str, np.ndarray]],
@@ -70,4 +94,4 @@ def run_batches(session: ort.InferenceSession, batches: Iterator[dict[str, np.nd
         try:
             yield session.run(outputs, feed)
         except Exception as e:
-            raise OnnxPruneError(f"onnxruntime failed on a batch: {str(e).splitlines()[0][:300]}") from None
+            raise OnnxPruneError(f"onnxruntime failed on a batch: {_first_line(e)}") from None

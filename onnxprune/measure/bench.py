@@ -1,11 +1,13 @@
 """onnxruntime latency, file size, parameters and MACs — measured the way DESIGN §6 prescribes.
 
-Batch 1 with fixed shapes, warm-ups before timing, at least `runs` timed runs or `seconds` of timing, percentiles
-in milliseconds; the edge setting (1 intra-op thread, sequential execution) and onnxruntime's default threads;
-ORT_ENABLE_ALL. The session is built from exactly the model given — the file's bytes for a path — never from an
-instrumented or re-serialised copy. Two models are compared by interleaving them run by run in one process on
-the same input and quoting the median of the per-pair ratios: a shared, noisy machine slows both members of a
-pair alike, so the ratio is far steadier than either latency.
+Batch 1 (or the batch size the model fixes) with fixed shapes — the declared ones, `--shape`, or the data's
+(compress passes the evaluation data's shape, so dynamic H/W are benchmarked and counted at the real size) —
+warm-ups before timing, at least `runs` timed runs or `seconds` of timing, percentiles in milliseconds; the edge
+setting (1 intra-op thread, sequential execution) and onnxruntime's default threads; ORT_ENABLE_ALL. The session
+is built from exactly the model given — the file's bytes for a path — never from an instrumented or re-serialised
+copy. Two models are compared by interleaving them run by run in one process on the same input and quoting the
+median of the per-pair ratios: a shared, noisy machine slows both members of a pair alike, so the ratio is far
+steadier than either latency.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ..errors import OnnxPruneError
 from ..units.count import count
 from ..io.model import load_model, serialize
 from ..io.runtime import input_specs, make_session
+from ..io.shapes import concrete_inputs
 
 ModelSource = str | Path | onnx.ModelProto
 Threads = Literal["1", "default"]
@@ -99,7 +102,8 @@ class BenchResult:
             "models": [m.to_dict() for m in self.models],
             "latency": {t: [s.to_dict() for s in stats] for t, stats in self.latency.items()},
             "comparison": {t: c.to_dict() for t, c in self.comparisons.items()},
-            "settings": {"batch": 1, "optimization": "ORT_ENABLE_ALL", "runs": self.runs, "warmup": self.warmup,
+            "settings": {"batch": next((v[0] for v in self.shapes.values() if v), 1),  # 1, or a fixed batch
+                         "optimization": "ORT_ENABLE_ALL", "runs": self.runs, "warmup": self.warmup,
                          "seconds": self.seconds, "seed": SEED,
                          "shapes": {k: list(v) for k, v in self.shapes.items()}},
         }
@@ -155,36 +159,10 @@ def random_feed(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | Non
 
 def fixed_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
                  ) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Every input's concrete shape: a dynamic batch axis becomes 1; any other dynamic axis needs `shapes`."""
-    shapes = dict(shapes or {})
-    specs = input_specs(model)
-    if "" in shapes:  # an unnamed --shape applies to the only input
-        if len(specs) != 1:
-            raise OnnxPruneError(f"--shape: the model has {len(specs)} inputs; name each one, e.g. "
-                                 f"--shape {specs[0].name}=D,D,...")
-        shapes[specs[0].name] = shapes.pop("")
-    unknown = set(shapes) - {s.name for s in specs}
-    if unknown:
-        raise OnnxPruneError(f"--shape: no model input named {', '.join(sorted(unknown))} "
-                             f"(inputs: {', '.join(s.name for s in specs)})")
-    out = {}
-    for s in specs:
-        declared = _declared_dims(model, s.name)
-        if declared is None:
-            raise OnnxPruneError(f"input '{s.name}' has no declared shape; pass --shape {s.name}=D,D,...")
-        if s.name in shapes:
-            given = tuple(shapes[s.name])
-            if len(given) != len(declared) or any(d is not None and d != g for d, g in zip(declared, given)):
-                raise OnnxPruneError(f"--shape {s.name}={_dims(given)} does not fit the model's {_dims(declared)}")
-            out[s.name] = (given, s.dtype)
-            continue
-        if declared and declared[0] is None:
-            declared = (1, *declared[1:])
-        if any(d is None for d in declared):
-            raise OnnxPruneError(f"input '{s.name}' has dynamic dimensions {_dims(declared)}; benchmarks need fixed "
-                                 f"shapes: pass --shape {s.name}=" + ",".join(str(d or "N") for d in declared))
-        out[s.name] = (tuple(declared), s.dtype)  # type: ignore[arg-type]
-    return out
+    """Every input's concrete shape and dtype: `shapes` (whole or per-sample shapes, e.g. the data's), else the
+    declared fixed dims with a dynamic batch axis (symbolic, ? or -1) of 1; any other dynamic axis needs `shapes`."""
+    dtypes = {s.name: s.dtype for s in input_specs(model)}
+    return {k: (v, dtypes[k]) for k, v in concrete_inputs(model, shapes).items()}
 
 
 def parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -287,23 +265,10 @@ def model_info(model: ModelSource, shapes: dict[str, tuple[int, ...]] | None = N
 
 
 def _info(name: str, proto: onnx.ModelProto, src: str | bytes, shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
-    c = count(_with_input_shapes(proto, shapes))
+    c = count(proto, shapes)
     data = Path(src).read_bytes() if isinstance(src, str) else src
     size = len(data) + (_external_bytes(src) if isinstance(src, str) else 0)
     return ModelInfo(name, size, len(zlib.compress(data, 6)), int(c.params), int(c.macs), len(c.unknown))
-
-
-def _with_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """A copy whose inputs declare the benchmarked shapes, so MACs are counted for what was timed."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
-        if vi.name in shapes:
-            shape = vi.type.tensor_type.shape
-            del shape.dim[:]
-            for d in shapes[vi.name]:
-                shape.dim.add().dim_value = d
-    return m
 
 
 def _external_bytes(path: str) -> int:
@@ -312,14 +277,6 @@ def _external_bytes(path: str) -> int:
     base = Path(path).parent
     files = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     return sum(os.path.getsize(base / f) for f in files if (base / f).is_file())
-
-
-def _declared_dims(model: onnx.ModelProto, name: str) -> tuple[int | None, ...] | None:
-    """The input's dims as declared (None = dynamic), or None when the rank itself is unknown."""
-    tt = next(i for i in model.graph.input if i.name == name).type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
 
 
 def _name(model: ModelSource, i: int) -> str:

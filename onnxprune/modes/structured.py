@@ -2,7 +2,7 @@
 (select) → physical removal, checked (rewrite) → least-squares re-fit (reconstruct)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -14,11 +14,13 @@ from ..io.model import size_report
 from ..reconstruct.channels import refit_channels
 from ..rewrite.channels import remove_channels, zero_consumers
 from ..rewrite.check import check_equivalent, probe_feed
+from ..rewrite.fold_bias import fold_bias_adds
 from ..select.channels import select_channels
 from ..select.plan import Plan, PruneSettings
 from ..stats import Request, Stats
 from ..units.count import count
 from ..units.groups import ChannelGroup, analyse, protected_nodes
+from ..units.tokens import View, analyse_views, head_dim, head_magnitudes, is_head_group
 from ..units.weights import contrib_spec, weight_layers
 
 CRITERIA = ("fscreen", "bn", "l1", "l2", "apoz", "ri")
@@ -40,7 +42,7 @@ def candidate_groups(model: onnx.ModelProto, settings: PruneSettings) -> tuple[l
     """Prunable groups after `--protect`; the rest with the reason they are left alone."""
     protected = protected_nodes(model, settings.protect)
     keep, skipped = [], []
-    for g in analyse(model):
+    for g in analyse_views(model)[0]:
         if not g.prunable:
             skipped.append((g.id, g.reason or "not prunable"))
         elif protected & ({m.node for m in g.members} | set(g.producers)):
@@ -61,7 +63,15 @@ class Structured:
         groups, _ = candidate_groups(model, settings)
         if settings.criterion in STATS_FOR:
             tensors = sorted({t for g in groups for t in g.activations})
-            return [Request(t, "channels", frozenset({STATS_FOR[settings.criterion]})) for t in tensors]
+            views = analyse_views(model)[1]  # transformer tensors: reduced over tokens (or tokens and head dims)
+            stat = STATS_FOR[settings.criterion]
+            out = []
+            for t in tensors:
+                v = views.get(t, View("channels"))
+                if v.kind == "heads" and stat != "class_moments":
+                    continue  # no APoZ of a head: its groups keep the magnitude score (`score`)
+                out.append(Request(t, v.kind, frozenset({stat}), block=v.block))
+            return out
         if settings.criterion == "ri":
             layers = {L.name: L for L in weight_layers(model)}
             consumers = dict.fromkeys(m.node for g in groups for m in g.members if m.role == "consumer")
@@ -74,12 +84,23 @@ class Structured:
         if not groups:
             raise OnnxPruneError("no prunable channel groups in this model" +
                                  (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
-        per = channel_criteria.scores(settings.criterion, model, groups, stats, settings.alpha, settings.beta)
+        heads = [g for g in groups if is_head_group(g)]
+        if heads and settings.criterion in ("l1", "l2", "apoz"):  # heads: the magnitude of their output-projection block
+            p = 2 if settings.criterion == "l2" else 1
+            rest = [g for g in groups if not is_head_group(g)]
+            per_rest = iter(channel_criteria.scores(settings.criterion, model, rest, stats, settings.alpha,
+                                                    settings.beta) if rest else [])
+            mags = {g.id: head_magnitudes(model, g, p) for g in heads}
+            per = [_rescaled(mags[g.id]) if g.id in mags else next(per_rest) for g in groups]
+        else:
+            per = channel_criteria.scores(settings.criterion, model, groups, stats, settings.alpha, settings.beta)
         return ChannelScores(settings.criterion, groups,
                              {g.id: np.asarray(s, np.float64) for g, s in zip(groups, per)}, skipped)
 
     def select(self, model: onnx.ModelProto, scores: ChannelScores, ratio: float, settings: PruneSettings) -> Plan:
-        return select_channels(model, scores.groups, scores.channel_scores, ratio, settings)
+        # a head stands for dh channels (features): the ratio counts it so, and --round-to applies to kept heads × dh
+        groups = [replace(g, tiles=head_dim(g)) if is_head_group(g) and g.tiles == 1 else g for g in scores.groups]
+        return select_channels(model, groups, scores.channel_scores, ratio, settings)
 
     def apply(self, model: onnx.ModelProto, plan: Plan, probe: Dataset | None = None) -> onnx.ModelProto:
         """Physically remove the channels the plan drops; checked against the model with the consumer-side
@@ -95,7 +116,7 @@ class Structured:
 
     def reconstruct(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, data: Dataset,
                     settings: PruneSettings) -> onnx.ModelProto:
-        return refit_channels(dense, pruned, plan, data, settings)
+        return fold_bias_adds(refit_channels(dense, pruned, plan, data, settings))
 
     def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
         """Per channel group: channels and kept; totals; parameter, MAC and file-size changes (same keys as the
@@ -122,6 +143,11 @@ class Structured:
     def kept(self, scores: ChannelScores, plan: Plan) -> dict[str, tuple[int, int]]:
         """Group id → (kept, total) channels, for reports."""
         return {g.id: (len(plan.channels.get(g.id, range(g.size))), g.size) for g in scores.groups}
+
+
+def _rescaled(v: np.ndarray) -> np.ndarray:
+    """Head magnitudes on the per-group-mean scale the other magnitude scores use (global selection)."""
+    return v / max(float(np.mean(v)), 1e-12)
 
 
 def _culprit(model: onnx.ModelProto, keep: dict[str, np.ndarray], feed: dict[str, np.ndarray]) -> str:

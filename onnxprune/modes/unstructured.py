@@ -22,7 +22,8 @@ from ..rewrite.dead_neurons import remove as remove_dead_neurons
 from ..rewrite.masks import masked
 from ..select.plan import Plan, PruneSettings
 from ..select.weights import select_weights
-from ..stats import Request, Stats
+from ..stats import Request, Stats, tensor_infos
+from ..units.tokens import feature_kind
 from ..units.weights import WeightLayer, contrib_spec, protected, weight_layers
 
 CRITERIA = weight_criteria.CRITERIA
@@ -61,12 +62,16 @@ class Unstructured:
         if need is None:
             return []
         out, seen = [], set()
+        infos = tensor_infos(model)
         for L in candidates(model, settings):
             spec = contrib_spec(model, L) if need == "contrib" else None
-            key = (L.input, L.kind, None if spec is None else L.name)
+            kind = L.kind
+            if kind == "features" and spec is None:
+                kind = feature_kind(model, infos, L.input)  # transformers: [N, T, F] reduced over tokens per sample
+            key = (L.input, kind, None if spec is None else L.name)
             if key not in seen:
                 seen.add(key)
-                out.append(Request(L.input, L.kind, frozenset({need}), spec))
+                out.append(Request(L.input, kind, frozenset({need}), spec))
         return out
 
     def score(self, model: onnx.ModelProto, stats: Stats | None, settings: PruneSettings) -> WeightScores:

@@ -29,7 +29,8 @@ def refit_channels(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, 
     Layer by layer, the pruned model (already re-fitted upstream) supplies the inputs X̃ and the dense model the
     targets T (the layer's full output, bias included); the kept weights and a bias solve
     (X̃ᵀX̃ + λI) W = X̃ᵀT (`least_squares.ridge_refit`). Conv inputs are unfolded into patches (im2col) at a seeded
-    sample of output positions. Grouped convs and auto_pad convs are left as they are.
+    sample of output positions (any number of spatial axes: Conv1d, 2d, 3d). Grouped convs, ConvTranspose and auto_pad
+    convs are left as they are.
     """
     dropped = set(plan.channels)
     groups = {g.id: g for g in analyse(dense)}
@@ -51,11 +52,12 @@ def refit_channels(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, 
     for yb in stream(dense, sub, outs, batch_size=batch):
         for name in order:
             y = yb[nodes_d[name].output[0]]
+            conv = nodes_d[name].op_type == "Conv"
             out_keep = _kept_outputs(groups, plan, name)
             if out_keep is not None:  # this layer's own output channels were pruned too: fit only the kept ones
-                y = np.take(y, out_keep, axis=1 if y.ndim == 4 else -1)
+                y = np.take(y, out_keep, axis=1 if conv else -1)
             if name not in positions:
-                positions[name] = _sample_positions(y, rng, unknowns[name], len(sub))
+                positions[name] = _sample_positions(y, rng, unknowns[name], len(sub)) if conv else None
             wanted[name].append(_rows(y, positions[name]))
     # layer by layer, inputs from the pruned model as re-fitted so far
     for name in order:
@@ -93,13 +95,11 @@ def _repair_variance(wb: np.ndarray, h: np.ndarray, c: np.ndarray, tt: np.ndarra
     return out
 
 
-def _sample_positions(y: np.ndarray, rng: np.random.Generator, unknowns: int, n: int) -> np.ndarray | None:
-    """Flat output positions sampled once per conv layer (None for 2-D Gemm/MatMul outputs).
+def _sample_positions(y: np.ndarray, rng: np.random.Generator, unknowns: int, n: int) -> np.ndarray:
+    """Flat output positions (over the spatial axes of any rank: Conv1d / 2d / 3d) sampled once per conv layer.
 
     Enough rows for a well-posed fit (about RECON_ROWS_PER_UNKNOWN per unknown) without paying for more."""
-    if y.ndim != 4:
-        return None
-    hw = y.shape[2] * y.shape[3]
+    hw = int(np.prod(y.shape[2:], dtype=np.int64))
     lo, hi = RECON_POSITIONS
     p = int(np.clip(np.ceil(RECON_ROWS_PER_UNKNOWN * unknowns / n), lo, hi))
     return np.sort(rng.choice(hw, size=min(p, hw), replace=False))
@@ -116,8 +116,9 @@ def _rows(y: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
 def _kept_outputs(groups: dict[str, ChannelGroup], plan: Plan, node: str) -> np.ndarray | None:
     """Dense indices of the output channels `node` keeps, or None when its outputs were not pruned."""
     for gid, kept in plan.channels.items():
-        if any(m.role == "producer" and m.node == node for m in groups[gid].members):
-            return np.asarray(kept)
+        for m in groups[gid].members:
+            if m.role == "producer" and m.node == node:  # via the member: offsets and conv-group tiles applied
+                return np.unique(m.indices(np.asarray(kept)))
     return None
 
 
@@ -130,19 +131,23 @@ def _refittable(node: onnx.NodeProto) -> bool:
 
 
 def _design(node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
-    """Input rows matching `_rows`: im2col patches at the sampled positions for Conv, feature rows otherwise."""
+    """Input rows matching `_rows`: im2col patches at the sampled positions for Conv (any number of spatial axes),
+    feature rows otherwise."""
     if node.op_type != "Conv":
         return x.reshape(-1, x.shape[-1]).astype(np.float32)
-    kh, kw = w.shape[2:]
-    sh, sw = attr(node, "strides", [1, 1])
-    dh, dw = attr(node, "dilations", [1, 1])
-    pt, pl, pb, pr = attr(node, "pads", [0, 0, 0, 0])
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, H', W', kh, kw)
-    r, q = np.divmod(pos, win.shape[3])
-    patches = win[:, :, r, q]  # (N, C, P, kh, kw)
-    return patches.transpose(0, 2, 1, 3, 4).reshape(len(x) * len(pos), -1).astype(np.float32)
+    k = w.shape[2:]
+    nd = len(k)
+    strides = attr(node, "strides", [1] * nd)
+    dil = attr(node, "dilations", [1] * nd)
+    pads = attr(node, "pads", [0] * (2 * nd))
+    xp = np.pad(x, ((0, 0), (0, 0), *((pads[i], pads[i + nd]) for i in range(nd))))
+    win = np.lib.stride_tricks.sliding_window_view(xp, tuple((k[i] - 1) * dil[i] + 1 for i in range(nd)),
+                                                   axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None), *(slice(None, None, s) for s in strides),
+               *(slice(None, None, d) for d in dil))]  # (N, C, out..., k...)
+    coords = np.unravel_index(pos, win.shape[2:2 + nd])
+    patches = win[(slice(None), slice(None), *coords)]  # (N, C, P, k...)
+    return patches.transpose(0, 2, 1, *range(3, 3 + nd)).reshape(len(x) * len(pos), -1).astype(np.float32)
 
 
 def _write_back(model: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, wb: np.ndarray) -> None:

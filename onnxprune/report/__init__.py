@@ -3,7 +3,7 @@ and the report folder (files). Nothing here imports the CLI; the CLI imports its
 from .files import write
 from .plots import certification_plot
 from .render import fmt, info, print_summary, print_table
-from .tables import REPORT_KEYS, certification_rows, markdown, summary_rows, to_dict
+from .tables import certification_rows, markdown
 
-__all__ = ["REPORT_KEYS", "certification_plot", "certification_rows", "fmt", "info", "markdown", "print_summary",
-           "print_table", "summary_rows", "to_dict", "write"]
+__all__ = ["certification_plot", "certification_rows", "fmt", "info", "markdown", "print_summary", "print_table",
+           "write"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .plots import plots
-from .tables import markdown, to_dict
+from .tables import markdown
 
 if TYPE_CHECKING:
     from ..workflows.compress import CompressResult
@@ -16,7 +16,7 @@ def write(r: CompressResult, folder: str | Path) -> list[Path]:
     """report.json, the PNGs and report.md (in that order); returns the files written."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    d = to_dict(r)
+    d = r.to_dict()
     files = [out / "report.json"]
     files[0].write_text(json.dumps(d, indent=2, sort_keys=False, default=float) + "\n")
     files += plots(r, d, out)

@@ -23,31 +23,52 @@ def plots(r: CompressResult, d: dict, out: Path) -> list[Path]:
 
 
 def sweep_plot(r: CompressResult, path: Path) -> Path:
-    """Accuracy (or agreement without labels) against ratio, the chosen ratio marked."""
+    """Accuracy (or agreement without labels) against ratio, built as the written model was built (the sweep says
+    how), with the dense model's level and the written model's own point."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [s["ratio"] for s in r.sweep]
-    key = "accuracy" if r.sweep[0]["accuracy"] is not None else "agreement"
-    ax.plot(xs, [s[key] for s in r.sweep], "o-", label=f"{r.settings.criterion} (no reconstruction)")
-    ax.axvline(r.plan.settings["ratio"], color="grey", ls="--", label="chosen ratio")
-    ax.set(xlabel="pruning ratio", ylabel=key, title=f"{key} vs ratio ({r.sweep[0]['n']} eval samples)")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    pts = [s for s in r.sweep if s.get("kind", "sweep") == "sweep"]
+    key = "accuracy" if pts[0]["accuracy"] is not None else "agreement"
+    n = pts[0]["n"]
+    how = pts[0].get("how", "")
+    ax.plot([s["ratio"] for s in pts], [s[key] for s in pts], "o-", label=f"{r.settings.criterion}, {how}".rstrip(", "))
+    dense = r.dense_eval.accuracy if key == "accuracy" else 1.0
+    if dense is not None:
+        ax.axhline(dense, color="grey", ls=":", label=f"dense model ({dense:.3f})")
+    written = r.pruned_eval.accuracy if key == "accuracy" else r.pruned_eval.agreement
+    ax.plot([r.plan.settings["ratio"]], [written], "*", ms=14, color="tab:red",
+            label=f"written model ({written:.3f}, {r.pruned_eval.n} samples)")
+    ax.set(xlabel="pruning ratio (fraction of channels or weights removed)", ylabel=key, ylim=(0, 1.02),
+           title=f"{key} against ratio ({n} evaluation samples)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower left")
     return _save(fig, path)
 
 
 def kept_plot(kept: dict[str, tuple[int, int]], path: Path) -> Path:
-    """Kept fraction per layer or channel group."""
+    """Kept fraction per layer or channel group, each bar labelled with its kept / total count."""
     plt = _pyplot()
     names = list(kept)
     frac = [k / t for k, t in kept.values()]
-    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(names)), 4))
-    ax.bar(range(len(names)), frac, color="tab:blue")
-    labels = [n.rsplit("/", 1)[0] if n.count("/") > 1 else n for n in names]  # drop the trailing op name
-    ax.set_xticks(range(len(names)), labels, rotation=90, fontsize=6)
-    ax.set(ylim=(0, 1.05), ylabel="kept fraction", title="kept fraction per layer / channel group")
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.32 * len(names) + 1.5), 4.8))
+    bars = ax.bar(range(len(names)), frac, color="tab:blue")
+    for bar, (k, t) in zip(bars, kept.values()):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{k}/{t}", ha="center", va="bottom",
+                rotation=90, fontsize=7)
+    ax.set_xticks(range(len(names)), [_short(n) for n in names], rotation=90, fontsize=8)
+    ax.set(ylim=(0, 1.25), ylabel="kept fraction", xlabel="layer / channel group (first producer)",
+           title="what each layer or channel group keeps (kept / total)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _short(name: str, width: int = 22) -> str:
+    """A readable label: exporter paths like '/layer1/layer1.0/conv1/Conv' become 'layer1.0/conv1'."""
+    parts = [x for x in name.split("/") if x]
+    if len(parts) > 1 and parts[-1][:1].isupper():
+        parts = parts[:-1]  # the trailing op name
+    label = "/".join(parts[-2:]) if len(parts) > 1 else (parts[0] if parts else name)
+    return label if len(label) <= width else "…" + label[-(width - 1):]
 
 
 def latency_plot(comparisons: dict, path: Path) -> Path:
@@ -69,25 +90,25 @@ def latency_plot(comparisons: dict, path: Path) -> Path:
 
 
 def certification_plot(c: dict, path: str | Path) -> Path:
-    """Risk and p-value against the tested ratios, with ε, δ and the certified ratio marked."""
+    """Two panels a colleague can read: risk against ratio with the tolerance ε, and p-value against ratio (log) with
+    δ; the certified ratio is marked on both, untested ratios are left out."""
     plt = _pyplot()
     tested = c.get("tested", [True] * len(c["grid"]))
     grid = [g for g, t in zip(c["grid"], tested) if t]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(grid, c["empirical_risk"][:len(grid)], "o-", label="empirical risk")
-    ax.axhline(c["eps"], color="tab:red", ls="--", label=f"tolerance ε={c['eps']}")
-    ax2 = ax.twinx()
-    ax2.plot(grid, c["pvalues"][:len(grid)], "s-", color="tab:green", label="p-value")
-    ax2.axhline(c["delta"], color="tab:green", ls=":", label=f"δ={c['delta']}")
-    ax2.set(ylabel="p-value", ylim=(0, 1.05))
-    if c["certified_ratio"] is not None:
-        ax.axvline(c["certified_ratio"], color="black", lw=1, label="certified ratio")
-    top = min(1.0, 4 * c["eps"])  # the region that matters is around ε; larger risks run off the top
-    ax.set(xlabel="pruning ratio", ylabel=f"risk (axis clipped at {top:g})", ylim=(0, top),
-           title="Learn-then-Test certification")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left")
+    risk, pv = c["empirical_risk"][:len(grid)], c["pvalues"][:len(grid)]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 6), sharex=True)
+    ax.plot(grid, risk, "o-", label="risk on the certification samples")
+    ax.axhline(c["eps"], color="tab:red", ls="--", label=f"tolerance ε = {c['eps']:g}")
+    ax.set(ylabel="risk", ylim=(0, max(2 * c["eps"], max(risk, default=0) * 1.1)),
+           title=f"Learn-then-Test: risk ≤ ε with probability ≥ {1 - c['delta']:g}" + (f" ({c['n']} samples)" if "n" in c else ""))
+    bx.semilogy(grid, [max(p, 1e-300) for p in pv], "s-", color="tab:green", label="p-value")
+    bx.axhline(c["delta"], color="tab:green", ls=":", label=f"δ = {c['delta']:g}")
+    bx.set(xlabel="pruning ratio", ylabel="p-value (log scale)")
+    for axis in (ax, bx):
+        if c["certified_ratio"] is not None:
+            axis.axvline(c["certified_ratio"], color="black", lw=1, label=f"certified ratio {c['certified_ratio']:g}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left")
     return _save(fig, Path(path))
 
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from .tables import summary_rows
+from ..progress import said
+
 
 if TYPE_CHECKING:
     from ..workflows.compress import CompressResult
@@ -48,19 +49,21 @@ def info(msg: str) -> None:
 def print_summary(r: CompressResult) -> None:
     """Notes, what was left alone, and the before/after table of a `compress` run."""
     for n in r.notes:
-        info(f"note: {n}")
+        if f"note: {n}" not in said():  # notes printed as they were decided are not repeated
+            info(f"note: {n}")
     if r.skipped:
         info(f"left alone: {len(r.skipped)} group(s) — " + "; ".join(why if why == g else f"{g}: {why}"
                                                                       for g, why in r.skipped[:5])
              + (" …" if len(r.skipped) > 5 else ""))
-    rows = [[x["metric"], x["before"], x["after"], _last(x)] for x in summary_rows(r)]
+    rows = [[x["metric"], x["before"], x["after"], x["ratio"], _change(x.get("change"))] for x in r.rows()]
     for k, e in r.extra_evals.items():
-        rows.append([f"{k} model accuracy", r.dense_eval.accuracy, e.accuracy, f"agreement {e.agreement:.4f}"])
+        agree = "" if e.agreement is None else f" (agreement {e.agreement:.4f})"
+        both = None not in (r.dense_eval.accuracy, e.accuracy)
+        rows.append([f"{k} model accuracy{agree}", r.dense_eval.accuracy, e.accuracy, None,
+                     _change(e.accuracy - r.dense_eval.accuracy if both else None)])
     print_table(f"{r.input} → {r.output} ({r.settings.mode}, criterion {r.settings.criterion}, "
-                f"ratio {r.plan.settings['ratio']:.2f})", ["", "before", "after", "after/before"], rows)
+                f"ratio {r.plan.settings['ratio']:.2f})", ["", "before", "after", "after/before", "change"], rows)
 
 
-def _last(x: dict) -> str:
-    if "speedup" in x:
-        return f"{x['speedup']:.2f}x faster"
-    return fmt(x["ratio"]) if x["ratio"] is not None else f"{x['change']:+.4f}"
+def _change(v: float | None) -> str:
+    return "" if v is None else f"{v:+.4f}"

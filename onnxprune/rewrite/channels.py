@@ -28,7 +28,7 @@ def remove_channels(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
     """A new, validated model keeping only `keep[group_id]` (sorted channel indices) of each listed group."""
     work, tracer, groups = _prepare(model)
     removed = _removed(groups, keep)
-    fixer = Fixer(work, tracer, removed)
+    fixer = Fixer(work, tracer, removed, groups)
     fixer.check_not_empty()
     cuts: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
     group_attr: dict[str, int] = defaultdict(int)
@@ -74,9 +74,11 @@ def zero_consumers(model: onnx.ModelProto, keep: Keep) -> onnx.ModelProto:
 class Fixer:
     """What an op's `fix` needs: original constants, kept-index masks per tensor, and safe ways to edit a node."""
 
-    def __init__(self, model: onnx.ModelProto, tracer: Tracer, removed: dict[str, np.ndarray]):
+    def __init__(self, model: onnx.ModelProto, tracer: Tracer, removed: dict[str, np.ndarray],
+                 groups: list[ChannelGroup]):
         self.model, self.tracer, self.opset = model, tracer, tracer.opset
-        self.removed_by_root = {tracer.group_root[gid]: r for gid, r in removed.items()}
+        by_id = {g.id: g for g in groups}  # removed group channels → the channels of its spaces (conv-group tiles)
+        self.removed_by_root = {tracer.group_root[gid]: by_id[gid].expand(r) for gid, r in removed.items()}
         self.uses = uses(model)
 
     def const(self, t: str) -> np.ndarray:
@@ -95,6 +97,14 @@ class Fixer:
                 r = r[(r >= seg.lo) & (r < seg.hi)]
                 mask[(p + (r[:, None] - seg.lo) * seg.repeat + np.arange(seg.repeat)).ravel()] = False
         return mask
+
+    def axis(self, t: str) -> object:
+        """Channel axis of t (transformer hook, see `Tracer.axes`)."""
+        return self.tracer.axis(t)
+
+    def producer(self, t: str) -> onnx.NodeProto | None:
+        """The node computing t (transformer hook: a Reshape target computed by a Concat)."""
+        return next((n for n in self.model.graph.node if t in n.output), None)
 
     def check_not_empty(self) -> None:
         for t, layout in self.tracer.layouts.items():
@@ -123,14 +133,20 @@ class Fixer:
 
 
 def _prepare(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Tracer, list[ChannelGroup]]:
-    """Copy the model and give every member constant used in several places its own copy, then analyse."""
+    """Copy the model and give every per-channel constant used in several places its own copy, then analyse.
+
+    Exporters deduplicate equal constants (every zero bias of one size becomes one tensor), so a vector shared by
+    layers of different groups is copied per use: a few values, and each group slices its own. A weight matrix or
+    kernel read by several layers is never copied: the analysis couples those layers' channels instead
+    (`Tracer.attach`), and both cut it at the same indices."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
     tracer = Tracer(work).run()
     groups = tracer.groups()
     member_tensors = {m.tensor for g in groups for m in g.members if m.role not in ("attr", "shape")}
     used = uses(work)
-    shared = {t for t in member_tensors if used.get(t, 0) > 1}
+    coupled = {t for t, _ in tracer.weight_use}
+    shared = {t for t in member_tensors if used.get(t, 0) > 1 and t not in coupled}
     if not shared:
         return work, tracer, groups
     inits = initializer_map(work)

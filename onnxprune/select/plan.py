@@ -27,7 +27,7 @@ class PruneSettings:
     ratio: float = 0.5  # fraction of weights (unstructured) or channels (structured) to remove
     mode: Mode = "structured"
     criterion: str = "fscreen"
-    alpha: float = 0.4  # F-screen mixing weight: M = alpha * S + (1 - alpha) * magnitude
+    alpha: float = 0.2  # F-screen mixing weight: M = alpha * S + (1 - alpha) * magnitude (0.2: docs/BENCHMARKS.md)
     beta: float = 1.0  # relative importance: score = mean + beta * std
     allocation: Literal["global", "uniform"] = "global"
     protect: tuple[str, ...] = ()  # node or weight names (or 'first' / 'last') left untouched
@@ -39,6 +39,13 @@ class PruneSettings:
     labels: Literal["auto", "true", "predicted"] = "auto"
     batch_size: int = 256
     seed: int = 0
+    # recovery: distillation from the dense model in PyTorch after the re-fit (0 epochs = off; needs the torch extra)
+    recover_epochs: int = 0
+    recover_seconds: float | None = None  # wall-clock budget of the recovery training
+    recover_labels: bool = False  # add cross-entropy on the data's labels to the (label-free) distillation loss
+    augment: bool | None = None  # recovery's image augmentation: None = automatic (crop + flip for image inputs)
+
+    RECOVERY = ("recover_epochs", "recover_seconds", "recover_labels", "augment")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -49,10 +56,21 @@ class PruneSettings:
             raise OnnxPruneError(f"--min-keep {self.min_keep}: must be in [0, 1]")
         if self.round_to < 1:
             raise OnnxPruneError(f"--round-to {self.round_to}: must be >= 1")
+        if self.recover_epochs < 0:
+            raise OnnxPruneError(f"--recover-epochs {self.recover_epochs}: must be >= 0")
+
+    @property
+    def recovers(self) -> bool:
+        return self.recover_epochs > 0
 
     def to_dict(self) -> dict:
+        """Plain data for plans and reports (recovery keys only when recovery is on, so plans without it are
+        unchanged)."""
         d = asdict(self)
         d["protect"] = list(self.protect)
+        if not self.recovers:
+            for k in self.RECOVERY:
+                d.pop(k)
         return d
 
 
@@ -79,11 +97,11 @@ class Plan:
     def from_json(cls, text: str, source: str = "plan") -> "Plan":
         try:
             d = json.loads(text)
-            if d.get("format") != "onnxprune-plan/1":
+            if not isinstance(d, dict) or d.get("format") != "onnxprune-plan/1":
                 raise ValueError("not an onnxprune plan (missing format 'onnxprune-plan/1')")
             return cls(d["mode"], d["model_hash"], d["settings"],
                        {k: _unpack(v) for k, v in d["masks"].items()}, {k: list(v) for k, v in d["channels"].items()})
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise OnnxPruneError(f"{source}: invalid plan ({str(e).splitlines()[0][:200]})") from None
 
     def save(self, path: str | Path) -> None:
@@ -94,7 +112,11 @@ class Plan:
         p = Path(path)
         if not p.is_file():
             raise OnnxPruneError(f"{p}: no such plan file")
-        return cls.from_json(p.read_text(), str(p))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as e:
+            raise OnnxPruneError(f"{p}: not a plan file (JSON text) — {type(e).__name__}") from None
+        return cls.from_json(text, str(p))
 
 
 def _pack(mask: np.ndarray) -> dict:

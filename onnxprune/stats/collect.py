@@ -30,6 +30,7 @@ import onnx
 from onnx import helper
 
 from ..io.data import Dataset
+from ..io.shapes import data_shapes, output_kind
 from ..errors import OnnxPruneError
 from ..io.subgraph import upstream
 from ..io.model import model_hash
@@ -51,7 +52,7 @@ from .instrument import (
 from .store import Stats
 
 STATS = frozenset({"class_moments", "zeros", "moments", "gram", "contrib"})
-KINDS = ("features", "channels")
+KINDS = ("features", "channels", "tokens", "heads")
 LABEL_MODES = ("auto", "true", "predicted")
 DEFAULT_OPTIMIZE = "all"
 
@@ -88,6 +89,7 @@ class Request:
     kind: str
     stats: frozenset[str]
     contrib: ContribSpec | None = None
+    block: int = 1  # kind "heads": features per head (see `_plan_tokens`)
 
     @property
     def layer(self) -> str | None:
@@ -96,7 +98,7 @@ class Request:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stats", frozenset(self.stats))
         if self.kind not in KINDS:
-            raise OnnxPruneError(f"request for '{self.tensor}': kind must be 'features' or 'channels', got {self.kind!r}")
+            raise OnnxPruneError(f"request for '{self.tensor}': kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         bad = self.stats - STATS
         if bad:
             raise OnnxPruneError(f"request for '{self.tensor}': unknown statistics {sorted(bad)} "
@@ -153,6 +155,9 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
         if info is None:
             raise OnnxPruneError(f"request for '{tensor}': no such tensor in the model (or its type is unknown)")
         kinds = {r.kind for r in reqs}
+        if kinds & {"tokens", "heads"}:
+            _plan_tokens(plan, tensor, reqs, n_classes)
+            continue
         rank = info.rank
         as_map = "channels" in kinds and (rank is None or rank >= 3)
         if as_map and "features" in kinds:
@@ -205,6 +210,43 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
     return plan
 
 
+def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int) -> None:
+    """Transformer tensors [N, T.., F] (features last; also [N·T, F] rows): kind "tokens" reduces over the tokens
+    per sample in the graph, (B, F): the F-screen's class sums and APoZ's zero fractions; kind "heads" reduces x²
+    over the tokens and each head's `block` features, (B, H), for the per-head F-screen. "gram" is over all tokens
+    (every token a row of XᵀX), as are "moments" (Wanda's ‖x_j‖ over all tokens); both fetch the raw tensor."""
+    contrib = [r for r in reqs if r.contrib is not None]  # relative importance: raw tokens as rows (its feed)
+    reqs = [r for r in reqs if r.contrib is None]
+    kinds = {r.kind for r in reqs}
+    if len(kinds) > 1 or len({r.block for r in reqs}) > 1:
+        raise OnnxPruneError(f"tensor '{tensor}' is requested with different kinds {sorted(kinds)}; pick one")
+    for r in contrib:
+        _plan_contrib(plan, r, False, plan.tap(Tap(tensor, "raw")))
+    if not reqs:
+        return
+    kind, block = reqs[0].kind, reqs[0].block
+    wanted = frozenset().union(*(r.stats for r in reqs))
+    bad = wanted - ({"class_moments", "zeros", "gram", "moments"} if kind == "tokens" else {"class_moments"})
+    if bad:
+        raise OnnxPruneError(f"request for '{tensor}': {sorted(bad)} not available for kind '{kind}'")
+    if wanted & {"gram", "moments"}:  # over all tokens: every token a row
+        x_out = plan.tap(Tap(tensor, "rows"))
+        for acc in ([Gram()] if "gram" in wanted else []) + ([Moments()] if "moments" in wanted else []):
+            plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=x_out:
+                                          a.update(o[k].reshape(-1, o[k].shape[-1]))))
+    if "class_moments" in wanted:
+        first = Tap(tensor, "class_first", view=kind, block=block)
+        plan.shifts[first.shift_input] = first
+        s_out, ss_out = (plan.tap(replace(first, what=w)) for w in CLASS_SUMS)
+        acc = ClassMoments(n_classes)
+        plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=first.shift_input, s=s_out, ss=ss_out:
+                                      a.add_sums(o[CLASS_COUNT], o[k], o[s], o[ss])))
+    if "zeros" in wanted:
+        z_out = plan.tap(Tap(tensor, "tzfrac"))
+        acc = ZeroCounts(fractions=True)
+        plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=z_out: a.update(o[k])))
+
+
 def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str) -> None:
     spec = r.contrib
     if spec.input != r.tensor:
@@ -249,10 +291,54 @@ def _label_mode(labels: str, data: Dataset) -> str:
     return "predicted"
 
 
-def _class_labels(data: Dataset, k: int) -> np.ndarray:
-    """The data's labels, checked against the k classes: the in-graph OneHot would silently give a zero row (or wrap
-    a negative index) for a label outside 0 ≤ y < k instead of failing."""
-    return check_labels(data.labels, len(data), data.source or "data", k)
+def _infos(model: onnx.ModelProto, data: Dataset, tensors: list[str]) -> dict[str, TensorInfo]:
+    """`tensor_infos`, with any requested tensor it could not type (shape inference stopped at an unknown op and
+    the input shape is dynamic) typed from one onnxruntime run on the first calibration batch."""
+    infos = tensor_infos(model)
+    missing = [t for t in dict.fromkeys(tensors) if t not in infos or infos[t].rank is None]
+    if missing and len(data):
+        from ..io.shapes import runtime_types
+
+        feed = next(data.batches(data.fixed_batch or 1))
+        for t, (shape, elem) in runtime_types(model, missing, feed=feed).items():
+            infos[t] = TensorInfo(elem, len(shape), (None, *shape[1:]) if shape else ())
+    return infos
+
+
+def _renumbered(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels renumbered 0..G-1 over their G distinct values (the F-statistic only needs the grouping)."""
+    values, groups = np.unique(labels, return_inverse=True)
+    return groups.astype(np.int64), len(values)
+
+
+PREDICTED_GROUPS = 10  # quantile groups of a non-classifier's output (label-free mode)
+
+
+def _output_groups(model: onnx.ModelProto, data: Dataset, kind: str, batch_size: int
+                   ) -> tuple[np.ndarray, int, str]:
+    """Label-free class statistics for a model whose output is not (N, K) class scores, from one pass of the dense
+    model: a per-position output (segmentation) groups each sample by its dominant class (the class with the
+    highest score averaged over positions); a regression / embedding output by the decile of its leading principal
+    component. The returned label mode says which, so the report names the fallback."""
+    from ..measure.evaluate import outputs
+
+    if kind == "dense":  # reduced per batch: memory follows N, not the score maps
+        top = outputs(model, data, batch_size, "label-free groups",
+                      lambda y: y.reshape(len(y), y.shape[1], -1).mean(axis=2).argmax(axis=1))
+        labels, k = _renumbered(top)
+        return labels, k, "predicted (dominant class of the per-position output)"
+    y = outputs(model, data, batch_size, "label-free groups", lambda y: y.reshape(len(y), -1))
+    v = y.astype(np.float64)
+    v = v - v.mean(axis=0)
+    if v.shape[1] > 1:
+        _, _, vt = np.linalg.svd(v[:4096], full_matrices=False)
+        v = v @ vt[0]
+    else:
+        v = v[:, 0]
+    edges = np.quantile(v, np.linspace(0, 1, PREDICTED_GROUPS + 1)[1:-1])
+    labels, k = _renumbered(np.searchsorted(edges, v, side="right"))
+    return labels, k, ("none: the output is not a class score; F-statistic groups are the deciles of the dense "
+                       "output's leading principal component")
 
 
 def _probe_size(model: onnx.ModelProto, infos: dict[str, TensorInfo]) -> int:
@@ -365,16 +451,24 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     if not requests:
         raise OnnxPruneError("no statistics requested")
     mode = _label_mode(labels, data)
-    infos = tensor_infos(model)
+    infos = _infos(model, data, [r.tensor for r in requests])
     first_out = model.graph.output[0].name
+    wants_classes = any("class_moments" in r.stats for r in requests)
+    kind, k = output_kind(model, data_shapes(data)) if wants_classes else ("classes", None)
+    group_labels = None
     if mode == "true":
-        n_classes = int(data.labels.max()) + 1
+        # K from the model's output (io.data checked every label against it); a non-classifier's labels are only
+        # groups: renumbered 0..G-1, so memory follows the number of distinct labels, never a label's value
+        group_labels, n_classes = (data.labels, k) if k else _renumbered(data.labels)
+    elif wants_classes and kind != "classes":
+        group_labels, n_classes, mode = _output_groups(model, data, kind, batch_size)
     else:
         shp = infos.get(first_out).shape if first_out in infos else ()
         n_classes = shp[-1] if shp and isinstance(shp[-1], int) else 0
     plan = _plan(model, requests, infos, n_classes)
-    classes = Classes(n_classes, None if mode == "true" else first_out) if plan.shifts else None
-    fed_labels = _class_labels(data, n_classes) if plan.shifts and mode == "true" else None
+    classes = Classes(n_classes, None if group_labels is not None else first_out) if plan.shifts else None
+    fed_labels = check_labels(group_labels, len(data), data.source or "data", n_classes) \
+        if plan.shifts and group_labels is not None else None
     graph_inputs = {i.name for i in model.graph.input}
     from_feed = [t.output for t in plan.taps if t.what == "raw" and t.tensor in graph_inputs]
     taps = [t for t in plan.taps if t.output not in from_feed] + list(plan.shifts.values())
@@ -388,6 +482,7 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     if missing:  # pragma: no cover - onnxruntime keeps graph outputs; this guards against a future change
         raise OnnxPruneError(f"onnxruntime did not expose requested tensors: {', '.join(missing[:5])}")
     batched = list(dict.fromkeys(t.output for t in plan.taps if t.per_sample))
+    batch_size = data.batch_size(batch_size)
     total = math.ceil(len(data) / batch_size)
     with single_threaded_blas():
         shifts = _shifts(sess, model, data, plan, infos, fed_labels) if plan.shifts and len(data) else {}
@@ -416,7 +511,7 @@ def stream(model: onnx.ModelProto, data: Dataset, tensors: list[str], *, batch_s
         raise OnnxPruneError("stream: no tensors requested")
     inputs = {i.name for i in model.graph.input}
     inner = [t for t in dict.fromkeys(tensors) if t not in inputs]
-    infos = tensor_infos(model)
+    infos = _infos(model, data, inner)
     for t in inner:
         if t not in infos:
             raise OnnxPruneError(f"stream: no tensor '{t}' in the model (or its type is unknown)")

@@ -69,24 +69,31 @@ class Tap:
     lo: float = -math.inf  # `active` only: the activation's non-blind interval (lo, hi)
     hi: float = math.inf
     view: str = "features"  # class taps only: over Flatten(x) ("features") or the spatial means ("channels")
+    # tokens [N, .., F], features last: "tokens" = the per-sample mean over tokens (`tmean`), "heads" = the
+    # per-sample mean of x² over tokens and each head's `block` features (`tenergy`)
+    block: int = 1  # `tenergy` and the "heads" view: features per unit (head dim)
 
     @property
     def output(self) -> str:
         if self.what == "raw":
             return self.tensor
         if self.what in CLASS_TAPS:
-            return f"{PREFIX}/{self.what}/{self.view}/{self.tensor}"
+            view = self.view if self.block == 1 else f"{self.view}{self.block}"
+            return f"{PREFIX}/{self.what}/{view}/{self.tensor}"
+        if self.block > 1:
+            return f"{PREFIX}/{self.what}{self.block}/{self.tensor}"
         return f"{PREFIX}/{self.what}/{self.tensor}"
 
     @property
     def per_sample(self) -> bool:
         """One row per sample (False for the per-batch class taps)."""
-        return self.what not in CLASS_TAPS
+        return self.what not in CLASS_TAPS and self.what != "rows"
 
     @property
     def shift_input(self) -> str:
         """Class taps: the graph input holding the shift the sums are taken about, (1, F) or broadcastable."""
-        return f"{PREFIX}/shift/{self.view}/{self.tensor}"
+        view = self.view if self.block == 1 else f"{self.view}{self.block}"
+        return f"{PREFIX}/shift/{view}/{self.tensor}"
 
 
 @dataclass(frozen=True)
@@ -122,11 +129,17 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
         tt = vi.type.tensor_type
         if not tt.elem_type:
             continue
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) \
-            if tt.HasField("shape") else ()
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                      for d in tt.shape.dim) if tt.HasField("shape") else ()
         out[vi.name] = TensorInfo(tt.elem_type, len(shape) if tt.HasField("shape") else None, shape)
     for t in g.initializer:
         out[t.name] = TensorInfo(t.data_type, len(t.dims), tuple(t.dims))
+    missing = [o for n in model.graph.node for o in n.output if o and (o not in out or out[o].rank is None)]
+    if missing:  # inference stopped (an op it does not know, e.g. com.microsoft.Gelu): one onnxruntime run fills in
+        from ..io.shapes import runtime_types
+
+        for t, (shape, elem) in runtime_types(model, missing).items():
+            out[t] = TensorInfo(elem, len(shape), (None, *shape[1:]) if shape else ())
     return out
 
 
@@ -207,6 +220,9 @@ class _TapGraph:
         info = self.infos[tap.tensor]
         if tap.what in CLASS_TAPS:
             self.class_tap(tap, sum_type(info.elem_type), out)
+            return
+        if tap.what in self.TOKEN_REDUCTIONS:
+            self.TOKEN_REDUCTIONS[tap.what](self, tap, info, out)
             return
         if info.rank is None or info.rank < 3:
             raise OnnxPruneError(f"tensor '{tap.tensor}': a channel map needs rank >= 3 (N, C, ...), "
@@ -329,6 +345,50 @@ class _TapGraph:
 
     REDUCTIONS = {"mean": mean, "sqsum": sqsum, "sqmean": sqmean, "zfrac": zfrac, "active": active}
 
+    # ---- per-sample token reductions (transformers): tokens [N, T.., F] with features last → (B, F) or (B, H)
+    def tokens(self, x: str, info: TensorInfo, out: str) -> tuple[str, tuple[int, ...]]:
+        """x as [B, T.., F] and its token axes; a rank-2 [B·T, F] tensor (GPT-2's Conv1D exports flatten the
+        tokens into the rows) is reshaped to [B, T, F] with B read from the model input's first axis."""
+        if info.rank is None or info.rank < 2:
+            raise OnnxPruneError(f"tensor '{x}': a token tensor needs rank >= 2 (rows, features)")
+        if info.rank >= 3:
+            return x, tuple(range(1, info.rank - 1))
+        f = info.shape[-1]
+        if not isinstance(f, int):
+            raise OnnxPruneError(f"tensor '{x}': feature count unknown")
+        first = next(i.name for i in self.g.input if i.name not in {t.name for t in self.g.initializer})
+        shape = self.derived("Shape", [first], f"{PREFIX}/input_shape")
+        b = self.derived("Gather", [shape, self.ints((0,))], f"{PREFIX}/input_batch", axis=0)
+        target = self.derived("Concat", [b, self.ints((-1, f))], f"{PREFIX}/tokens_shape/{f}", axis=0)
+        self.node("Reshape", [x, target], f"{out}/bt")
+        return f"{out}/bt", (1,)
+
+    def tmean(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Per-sample mean over the tokens: (B, F)."""
+        x, axes = self.tokens(tap.tensor, info, out)
+        self.reduce("ReduceMean", x, axes, out)
+
+    def tzfrac(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Per-sample fraction of exact zeros over the tokens (APoZ): (B, F)."""
+        x, axes = self.tokens(tap.tensor, info, out)
+        self.node("Equal", [x, self.scalar(info.elem_type, 0.0)], f"{out}/eq")
+        self.node("Cast", [f"{out}/eq"], f"{out}/cast", to=info.elem_type)
+        self.reduce("ReduceMean", f"{out}/cast", axes, out)
+
+    def tenergy(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """Per-sample mean of x² over the tokens and each block of `tap.block` features (a head): (B, F/block)."""
+        x, axes = self.tokens(tap.tensor, info, out)
+        self.node("Mul", [x, x], f"{out}/sq")
+        self.reduce("ReduceMean", f"{out}/sq", axes, f"{out}/tok")
+        self.node("Reshape", [f"{out}/tok", self.ints((0, -1, tap.block))], f"{out}/blocks")
+        self.reduce("ReduceMean", f"{out}/blocks", (2,), out)
+
+    def rows(self, tap: Tap, info: TensorInfo, out: str) -> None:
+        """The tensor itself, every token a row (not checked for a leading batch axis: [B·T, F] is fine)."""
+        self.node("Identity", [tap.tensor], out)
+
+    TOKEN_REDUCTIONS = {"tmean": tmean, "tzfrac": tzfrac, "tenergy": tenergy, "rows": rows}
+
     # ---- class sums: labels → one-hot (K, B) → per-class sums of the centred (B, F) values, all in-graph
     def class_tap(self, tap: Tap, elem: int, out: str) -> None:
         """`class_first` (v[0]), `class_sum` (onehot · (v − shift)) or `class_sumsq` (ones · (v − shift)²)."""
@@ -345,6 +405,9 @@ class _TapGraph:
     def values(self, tap: Tap, elem: int) -> str:
         """v: the tap's view of x as (B, F) in the accumulation type `elem`; a new tensor only where needed."""
         x = self.build(Tap(tap.tensor, "mean")) if tap.view == "channels" else tap.tensor
+        if tap.view in ("tokens", "heads"):
+            x = self.build(Tap(tap.tensor, "tmean") if tap.view == "tokens" else Tap(tap.tensor, "tenergy",
+                                                                                        block=tap.block))
         if tap.view == "features" and self.infos[tap.tensor].rank != 2:
             x = self.derived("Flatten", [tap.tensor], f"{PREFIX}/flat/{tap.tensor}", axis=1)
         return x if self.infos[tap.tensor].elem_type == elem else self.cast(x, elem)

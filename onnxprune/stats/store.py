@@ -67,6 +67,18 @@ class Stats:
     def tensors(self) -> list[str]:
         return sorted({t for t, _ in self._a})
 
+    KEY_OF = {"class_moments": "f", "zeros": "apoz", "moments": "sqnorm", "gram": "gram", "contrib": "ri_mean"}
+
+    def missing(self, requests) -> list[str]:
+        """What `requests` (stats.Request) ask for that these statistics do not hold, as 'tensor: statistic'."""
+        out = []
+        for r in requests:
+            for stat in sorted(r.stats):
+                where = r.layer if stat == "contrib" else r.tensor
+                if not self.has(where, self.KEY_OF[stat]):
+                    out.append(f"{where}: {stat}")
+        return out
+
     def check_model(self, model: onnx.ModelProto | str) -> None:
         """Raise if these statistics were collected on another model (compare by content hash)."""
         from ..io.model import model_hash

@@ -1,8 +1,11 @@
-"""Parameters and multiply-accumulates (batch 1), per node and in total.
+"""Parameters and multiply-accumulates, per node and in total.
 
 Parameters are the elements of floating-point constants (initializers, plus any Constant nodes left in a model
-that was not normalised), so shape constants do not count. MACs come from shape inference with the batch set to
-1: Conv, ConvTranspose, Gemm and MatMul; nodes whose shapes cannot be inferred are listed in `unknown`.
+that was not normalised), so shape constants do not count. MACs of Conv, ConvTranspose, Gemm and MatMul come from
+real shapes (`io.shapes.tensor_shapes`: inference where it is complete, one onnxruntime run where it is not) at the
+given input shapes — by default the declared ones with a dynamic batch of 1; callers with data pass the data's
+shape. Nodes whose shapes are still unknown (dynamic dims and no shape given, or a model onnxruntime cannot run) are
+listed in `unknown` and counted as 0, so `macs` is then a lower bound; a count is never negative.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import onnx
 from onnx import helper
 
 from ..io.graph import attr
+from ..io.shapes import complete, concrete_inputs, tensor_shapes
 
 
 @dataclass
@@ -34,9 +38,11 @@ class ModelCount:
         return {n.node: n for n in self.nodes}
 
 
-def count(model: onnx.ModelProto) -> ModelCount:
+def count(model: onnx.ModelProto, inputs: dict[str, tuple[int, ...]] | None = None) -> ModelCount:
+    """`inputs`: concrete input shapes (whole, or per sample) to count at; default the declared shapes, batch 1."""
     consts = _float_constants(model)
-    shapes = _batch1_shapes(model, consts)
+    pinned = concrete_inputs(model, inputs, strict=False) if inputs else concrete_inputs(model, strict=False)
+    shapes = {k: list(v) for k, v in tensor_shapes(model, pinned).items() if complete(v)}
     counted: set[str] = set()
     nodes, unknown = [], []
     for node in model.graph.node:
@@ -61,31 +67,6 @@ def _float_constants(model: onnx.ModelProto) -> dict[str, int]:
             if helper.tensor_dtype_to_np_dtype(t.data_type).kind == "f"}
 
 
-def _batch1_shapes(model: onnx.ModelProto, consts: dict[str, int]) -> dict[str, list[int]]:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) and not dims[0].HasField("dim_value"):
-            dims[0].Clear()
-            dims[0].dim_value = 1
-    try:
-        m = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    except Exception:
-        pass
-    shapes = {t.name: list(t.dims) for t in m.graph.initializer}
-    for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = [d.dim_value for d in dims]
-    for n in m.graph.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    shapes[n.output[0]] = list(a.t.dims)
-    return shapes
-
-
 def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
     op = node.op_type
     if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
@@ -94,6 +75,8 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
     out = shapes.get(node.output[0])
     if any(s is None for s in ins) or out is None:
         return None
+    if any(d < 0 for s in (*ins, out) for d in s):
+        return None
     w = ins[1]
     if op == "Conv":  # each output element: C_in/g · k… MACs
         return int(np.prod(out)) * int(np.prod(w[1:]))
@@ -101,3 +84,12 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
         return int(np.prod(ins[0])) * int(np.prod(w[1:]))
     k = ins[0][0] if op == "Gemm" and attr(node, "transA", 0) else ins[0][-1]
     return int(np.prod(out)) * int(k)
+
+
+def nonzero_params(model: onnx.ModelProto) -> int:
+    """Non-zero elements of the floating-point initializers: what unstructured pruning really removes (`count`'s
+    params include the zeros, which the file still stores)."""
+    from onnx import numpy_helper
+
+    return sum(int(np.count_nonzero(numpy_helper.to_array(t))) for t in model.graph.initializer
+               if helper.tensor_dtype_to_np_dtype(t.data_type).kind == "f")

@@ -5,10 +5,17 @@ constant weight) opens a new channel *space*; the per-op rules in `ops.RULES` ca
 every tensor slice that depends on a channel. Ops that couple feature maps (residual Add, SE Mul) merge spaces with
 a union-find. A merged space is a `ChannelGroup`: channels that must be removed together. Anything the rules cannot
 see through, the model input and the graph outputs make a group unprunable, with the reason recorded.
+
+Grouped convolutions (1 < group < C) tie a space's channels every C/group (`Tracer.tile`; merged spaces keep the
+gcd): such a group is offered as its `period` free channels, each standing for `tiles` channels (`Member.tiles`).
+One weight read by several layers couples those layers' channels (`Tracer.attach`), so it is never copied. Where
+ONNX shape inference leaves a tensor's rank or channel count unknown (shapes computed at run time), the shapes
+onnxruntime produces on one input fill the gaps, so an op the rules cannot follow hides only its own groups.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from math import gcd
 
 import numpy as np
 import onnx
@@ -22,7 +29,10 @@ from .rules import RULES, Unsupported
 @dataclass
 class Member:
     """One tensor slice affected when the group's channels change: channel c ↔ indices
-    [offset + c·repeat, offset + (c+1)·repeat) on `axis`, for lo ≤ c < hi."""
+    [offset + b·repeat, offset + (b+1)·repeat) on `axis` for every b = c + t·period, t < tiles, for lo ≤ c < hi.
+
+    `tiles` > 1 only in groups whose channels are tied across the groups of a grouped convolution (ResNeXt, RegNet):
+    group channel c then stands for the same position c in every one of the `tiles` blocks of `period` channels."""
 
     tensor: str  # initializer name, or "group" (role "attr": the node's group attribute)
     axis: int
@@ -32,11 +42,15 @@ class Member:
     node: str = ""
     lo: int = 0  # channel range of the group that reaches this tensor (a Split/Slice may see only part)
     hi: int = -1
+    tiles: int = 1
+    period: int = 0
 
     def indices(self, channels: np.ndarray) -> np.ndarray:
         """Axis indices of the given group channels (those outside [lo, hi) are ignored)."""
         c = np.asarray(channels, dtype=np.int64)
         c = c[(c >= self.lo) & (c < self.hi)]
+        if self.tiles > 1:
+            c = (c[:, None] + self.period * np.arange(self.tiles)).ravel()
         return (self.offset + c[:, None] * self.repeat + np.arange(self.repeat)).ravel()
 
 
@@ -51,10 +65,22 @@ class ChannelGroup:
     prunable: bool
     reason: str = ""
     activation_offsets: list[int] = field(default_factory=list)  # channel c is channel offset + c of activations[i]
+    tiles: int = 1  # channel c stands for channels c + t·size, t < tiles, of every tensor (grouped convolutions)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the tensors the group spans (size × tiles)."""
+        return self.size * self.tiles
+
+    def expand(self, channels) -> np.ndarray:
+        """Group channels → the channels of its spaces they stand for (identity unless tiles > 1)."""
+        c = np.asarray(channels, dtype=np.int64)
+        return np.sort((c[:, None] + self.size * np.arange(self.tiles)).ravel())
 
     def describe(self) -> str:
         state = "prunable" if self.prunable else f"skipped: {self.reason}"
-        return f"{self.id} ({self.size} ch, {len(self.producers)} producer(s)): {state}"
+        size = f"{self.size} ch" if self.tiles == 1 else f"{self.size} ch × {self.tiles} conv groups"
+        return f"{self.id} ({size}, {len(self.producers)} producer(s)): {state}"
 
 
 def analyse(model: onnx.ModelProto) -> list[ChannelGroup]:
@@ -72,6 +98,8 @@ class Tracer:
         self.inits = initializer_map(model)
         self.shapes = _shapes(model)
         self.opset = opset(model)
+        self.producer_of = {o: n for n in model.graph.node for o in n.output}
+        self._first_new = 0
         self.layouts: dict[str, Layout] = {}
         self.flat_src: dict[str, str] = {}  # flattened features → the [N, C, H, W] tensor they came from
         self.parent: list[int] = []
@@ -82,6 +110,12 @@ class Tracer:
         self.producers: list[list[str]] = []
         self.bns: list[list[str]] = []
         self.consumed: list[list[str]] = []
+        self.period: list[int] = []  # removal must repeat every `period` channels (grouped convolutions)
+        self.readers: list[str] = []  # last node that read a tensor carrying the space
+        self.weight_use: dict[tuple[str, int], tuple[str, Layout]] = {}  # (weight, axis) → first (node, layout)
+        # transformer hook (units/rules_tokens.py): a tensor's channel axis when it is not 1 (tokens [N, T, F] carry
+        # their features last); an int, or a rules_tokens descriptor (not an int) where the channels span two axes
+        self.axes: dict[str, object] = {}
 
     # --- queries used by the rules
     def layout(self, t: str) -> Layout | None:
@@ -89,6 +123,11 @@ class Tracer:
 
     def const(self, t: str) -> np.ndarray | None:
         return self.inits.get(t)
+
+    def made_by(self, t: str) -> str:
+        """'Op node' that computes tensor t ("" for graph inputs and initializers)."""
+        n = self.producer_of.get(t)
+        return f"{n.op_type} node '{n.name}'" if n is not None else ""
 
     def shape(self, t: str) -> list | None:
         if t in self.inits:
@@ -105,6 +144,8 @@ class Tracer:
             lst.append([])
         self.parent.append(len(self.parent))
         self.sizes.append(size)
+        self.period.append(size)
+        self.readers.append("")
         self.reasons.append(reason)
         self.origin.append(origin)
         return len(self.parent) - 1
@@ -144,15 +185,37 @@ class Tracer:
                     lo, hi = min(ra, rb), max(ra, rb)
                     self.parent[hi] = lo
                     self.reasons[lo] = self.reasons[lo] or self.reasons[hi]
+                    self.period[lo] = gcd(self.period[lo], self.period[hi])
                 else:
                     self.stop((a, b), f"partial channel ranges coupled at node '{node}'")
         return first
+
+    def tile(self, layout: Layout, period: int, node: str) -> None:
+        """Grouped convolution: removal must take the same positions in every block of `period` channels."""
+        for p, seg in positions(layout):
+            if seg.repeat != 1 or not self._full(seg) or p % period or seg.width % period:
+                raise Unsupported(f"channels [{p}, {p + seg.width}) of its input are not whole conv groups of "
+                                  f"{period} channels")
+            r = self.find(seg.space)
+            self.period[r] = gcd(self.period[r], period)
 
     def _full(self, seg: Seg) -> bool:
         return seg.lo == 0 and seg.hi == self.sizes[seg.space]
 
     # --- recording
     def attach(self, tensor: str, axis: int, layout: Layout, role: str, node: str) -> None:
+        if role in ("producer", "consumer", "depthwise") and tensor in self.inits and self.inits[tensor].ndim >= 2:
+            # one weight read by several layers: their channels must be removed together (never duplicated)
+            first = self.weight_use.setdefault((tensor, axis), (node, layout))
+            if first[0] != node:
+                if [(s.width, s.repeat) for s in first[1]] != [(s.width, s.repeat) for s in layout]:
+                    why = (f"weight '{tensor}' is shared by nodes '{first[0]}' and '{node}' whose channels are laid "
+                           "out differently")
+                    for (t, _), (_, lay) in self.weight_use.items():
+                        if t == tensor:
+                            self.stop(lay, why)
+                    raise Unsupported(why)
+                self.couple([first[1], layout], node)
         for p, seg in positions(layout):
             self.members[seg.space].append(
                 Member(tensor, axis, role, p - seg.lo * seg.repeat, seg.repeat, node, seg.lo, seg.hi))
@@ -165,10 +228,21 @@ class Tracer:
         for seg in layout:
             self.consumed[seg.space].append(tensor)
 
+    def axis(self, t: str) -> object:
+        """The channel axis of t (transformer hook): 1 unless a rule said otherwise (`set_axis`)."""
+        return self.axes.get(t, 1)
+
+    def set_axis(self, t: str, axis: object) -> None:
+        self.axes[t] = axis
+
     def set(self, t: str, layout: Layout, like: str | None = None, flat_src: str | None = None) -> None:
+        if t not in self.axes and like in self.axes:  # an op that keeps the layout keeps the axis (transformer hook)
+            self.axes[t] = self.axes[like]
+        a = self.axes.get(t, 1)
         shape = self.shape(t)
-        if shape is not None and len(shape) >= 2 and isinstance(shape[1], int) and shape[1] != width(layout):
-            raise Unsupported(f"inferred {shape[1]} channels for '{t}', rules say {width(layout)}")
+        if isinstance(a, int) and shape is not None and len(shape) > a >= 1 and isinstance(shape[a], int) \
+                and shape[a] != width(layout):
+            raise Unsupported(f"inferred {shape[a]} channels for '{t}', rules say {width(layout)}")
         self.layouts[t] = layout
         src = flat_src if flat_src is not None else self.flat_src.get(like or "")
         if src:
@@ -186,7 +260,11 @@ class Tracer:
             feats = [t for t in node.input if t in self.layouts]
             if not feats:
                 continue  # computes on constants only
+            for t in feats:
+                for seg in self.layouts[t]:
+                    self.readers[seg.space] = name
             rule = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            self._first_new = len(self.parent)
             try:
                 if rule is None:
                     raise Unsupported(f"unsupported op {node.domain + '.' if node.domain else ''}{node.op_type}")
@@ -204,6 +282,8 @@ class Tracer:
         reason = f"{why} at node '{name}'" if "at node" not in why else why
         for t in feats:
             self.stop(self.layouts[t], reason)
+        for s in range(self._first_new, len(self.parent)):  # spaces the rule opened before it gave up
+            self.stop((Seg(s, 0, self.sizes[s]),), reason)
         for out in node.output:
             c = self._channels(out)
             if c is not None:
@@ -230,8 +310,14 @@ class Tracer:
             reason = self.reasons[root]
             if not reason and not producers:
                 reason = "no layer produces these channels"
+            size, tiles = self.sizes[root], 1
+            if not reason and self.period[root] < size:
+                members, reason = _tiled(members, self.period[root])
+                size, tiles = self.period[root], self.sizes[root] // self.period[root]
             if not reason and not any(m.role == "consumer" for m in members):
-                reason = "no layer consumes these channels (dead branch)"
+                readers = [self.readers[s] for s in spaces if self.readers[s]]
+                reason = (f"no weight layer reads these channels (last read by node '{readers[-1]}')" if readers
+                          else "no layer consumes these channels (dead branch)")
             gid = producers[0] if producers else self.origin[root]
             base, k = gid, 2
             while gid in seen:
@@ -239,9 +325,9 @@ class Tracer:
             seen.add(gid)
             self.group_root[gid] = root
             acts, offs = self._activations(root, [t for s in spaces for t in self.consumed[s]])
-            out.append(ChannelGroup(gid, self.sizes[root], members, producers,
+            out.append(ChannelGroup(gid, size, members, producers,
                                     list(dict.fromkeys(b for s in spaces for b in self.bns[s])),
-                                    acts, not reason, reason, offs))
+                                    acts, not reason, reason, offs, tiles))
         return out
 
     def _activations(self, root: int, consumed: list[str]) -> tuple[list[str], list[int]]:
@@ -249,16 +335,32 @@ class Tracer:
         for t in dict.fromkeys(consumed):
             src = self.flat_src.get(t, t)
             for p, seg in positions(self.layouts.get(src, ())):
+                if self.period[root] < self.sizes[root] and not self._full(seg):
+                    continue
                 if self.find(seg.space) == root and seg.repeat == 1 and (src, p - seg.lo) not in zip(acts, offs):
                     acts.append(src)
                     offs.append(p - seg.lo)
         return acts, offs
 
 
+def _tiled(members: list[Member], period: int) -> tuple[list[Member], str]:
+    """Members of a group tied every `period` channels, re-expressed over its `period` free channels."""
+    out = []
+    for m in members:
+        if m.lo % period or m.hi % period:
+            return members, (f"node '{m.node}' sees channels [{m.lo}, {m.hi}) of channels tied every {period} by "
+                             "grouped convolutions")
+        out.append(replace(m, offset=m.offset + m.lo * m.repeat, lo=0, hi=period, tiles=(m.hi - m.lo) // period,
+                           period=period))
+    return out, ""
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, list]:
-    """Tensor name → dims (int, symbolic name, or None), from non-strict shape inference."""
+    """Tensor name → dims (int, symbolic name, or None), from non-strict shape inference; where inference leaves a
+    node output without a rank or with an unknown channel count (shapes computed at run time, e.g. a Slice whose
+    bounds come from `Shape`), the shapes onnxruntime produces on one batch-1 input fill the gaps."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model), data_prop=True)
     except Exception:
         inferred = model
     g = inferred.graph
@@ -268,7 +370,64 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list]:
         if not tt.HasField("shape"):
             continue
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+    inits = {t.name for t in model.graph.initializer}
+    missing = [o for n in model.graph.node for o in n.output if o and o not in inits and _unknown(shapes.get(o))]
+    if missing:
+        shapes.update(_runtime_shapes(model, missing))
     return shapes
+
+
+_SKELETON_MIN = 4096  # initializers at least this large are declared, not copied, for shape inference
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its large initializers turned into typed graph inputs: shape inference reads only their dims
+    (small ones — shape constants, biases — keep their values for data propagation), and serialising a 250 MB model
+    for every inference call cost seconds per analysis (alexnet, vgg)."""
+    g = model.graph
+    big = [t for t in g.initializer if int(np.prod(t.dims, dtype=np.int64)) >= _SKELETON_MIN and t.data_type in
+           (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)]
+    if not big:
+        return model
+    names = {t.name for t in big}
+    graph = onnx.helper.make_graph(
+        list(g.node), g.name,
+        [i for i in g.input if i.name not in names]
+        + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big],
+        list(g.output), [t for t in g.initializer if t.name not in names], value_info=list(g.value_info))
+    return onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                                  functions=list(model.functions))
+
+
+def _unknown(shape: list | None) -> bool:
+    return shape is None or any(not isinstance(d, int) for d in shape[1:])
+
+
+def _runtime_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, list]:
+    """Shapes of `tensors` from one onnxruntime run (`io.shapes.runtime_shapes`) at the declared input shapes with a
+    dynamic batch of 1; {} when that is not possible. Axis 0 keeps the input's batch symbol where the input's batch
+    is dynamic and the tensor's axis 0 is 1, so the rules still see which axis is the batch."""
+    from ..io.shapes import concrete_inputs, declared, runtime_shapes
+
+    try:
+        pinned = concrete_inputs(model, strict=False)
+        found = runtime_shapes(model, tensors, pinned)
+    except Exception:  # best effort: without it the analysis is only more conservative
+        return {}
+    dynamic = [d for d in declared(model).values() if d and d[0] is None]
+    symbol = "N" if dynamic else None
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dynamic and len(dims) and dims[0].dim_param:
+            symbol = dims[0].dim_param
+            break
+    out = {}
+    for t, dims in found.items():
+        dims = list(dims)
+        if symbol is not None and dims and dims[0] == 1:
+            dims[0] = symbol
+        out[t] = dims
+    return out
 
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

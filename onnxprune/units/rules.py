@@ -11,11 +11,15 @@ Kinds (one per rule, for the report and the docs):
   elementwise  feature-map operands are coupled into one group; per-channel constants are members
   producer     Conv / ConvTranspose / Gemm / MatMul: input channels are consumed, output channels start a new group
   (depthwise Conv / ConvTranspose, group == C_in == C_out, is handled by the producer rule: channels pass
-               through; weight axis 0, bias and the `group` attribute are members)
+               through; weight axis 0, bias and the `group` attribute are members. Grouped, 1 < group < C: `group`
+               stays and every conv group keeps the same positions, so input and output groups are tied every
+               C/group channels — `TraceContext.tile`; the analysis then offers C/group channels, each standing
+               for one position in every conv group)
   index        Concat / Split / Slice on the channel axis, Flatten / Reshape to features: offsets and sub-ranges
   stop         mixes or reduces the channel axis: groups touching it are unprunable
 
-`fix` functions update shape constants (Split sizes, Slice bounds, Reshape targets, Resize sizes) after channels
+`fix` functions update shape constants (Split sizes, Slice bounds, Reshape targets — the feature count after
+flattening, or C in a Reshape that keeps the shape —, Resize sizes, read against `axes`) after channels
 are removed, through a `FixContext` (implemented by `rewrite.channels.Fixer`); they see `kept(tensor)`, the boolean
 mask of surviving indices on a tensor's channel axis. The rules are written against these two small Protocols, so
 this table imports neither the analysis nor the rewrite that use it.
@@ -30,7 +34,7 @@ import numpy as np
 import onnx
 
 from ..io.graph import attr
-from .layout import Layout, flatten, sub, width
+from .layout import Layout, Seg, flatten, sub, width
 
 
 class TraceContext(Protocol):
@@ -40,12 +44,14 @@ class TraceContext(Protocol):
 
     def layout(self, t: str) -> Layout | None: ...
     def const(self, t: str) -> np.ndarray | None: ...
+    def made_by(self, t: str) -> str: ...
     def shape(self, t: str) -> list | None: ...
     def rank(self, t: str) -> int | None: ...
     def produce(self, node: str, size: int) -> Layout: ...
     def opaque(self, size: int, reason: str) -> Layout: ...
     def stop(self, layout: Layout, reason: str) -> None: ...
     def couple(self, layouts: list[Layout], node: str) -> Layout: ...
+    def tile(self, layout: Layout, period: int, node: str) -> None: ...
     def attach(self, tensor: str, axis: int, layout: Layout, role: str, node: str) -> None: ...
     def bn(self, layout: Layout, node: str) -> None: ...
     def consume(self, tensor: str, layout: Layout) -> None: ...
@@ -92,7 +98,8 @@ def _x(ctx: TraceContext, node: onnx.NodeProto) -> Layout:
 def _const(ctx: TraceContext, name: str, what: str) -> np.ndarray:
     v = ctx.const(name)
     if v is None:
-        raise Unsupported(f"{what} '{name}' is not a constant")
+        by = ctx.made_by(name) if hasattr(ctx, "made_by") else ""
+        raise Unsupported(f"{what} '{name}' is not a constant" + (f" (computed by {by})" if by else ""))
     return v
 
 
@@ -163,17 +170,37 @@ def pad(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], layout, like=node.input[0])
 
 
+def _resize_axes(ctx: TraceContext | FixContext, node: onnx.NodeProto) -> list[int]:
+    """The axes `scales` / `sizes` refer to: the `axes` attribute (opset 18+), else every axis."""
+    rank = ctx.rank(node.input[0])
+    axes = attr(node, "axes")
+    if axes is None:
+        if rank is None:
+            raise Unsupported("rank of the resized tensor unknown")
+        return list(range(rank))
+    return [_axis(int(a), rank) for a in axes]
+
+
 def resize(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     scales = _inp(node, 2) if node.op_type == "Resize" else _inp(node, 1)
     sizes = _inp(node, 3) if node.op_type == "Resize" else ""
+    if _inp(node, 1) and node.op_type == "Resize" and ctx.layout(node.input[1]) is not None:
+        raise Unsupported("roi depends on the feature maps")
+    axes = _resize_axes(ctx, node) if node.op_type == "Resize" else list(range(ctx.rank(node.input[0]) or 0))
+    if 1 not in axes:  # the channel axis is not resized: nothing on it to check or rewrite
+        return ctx.set(node.output[0], layout, like=node.input[0])
+    k = axes.index(1)
     if scales:
         s = _const(ctx, scales, "scales")
-        if s.size and s.size > 1 and s[1] != 1:
-            raise Unsupported("resizes the channel axis")
+        if s.size:
+            if s.size != len(axes):
+                raise Unsupported("scales do not match the resized axes")
+            if s[k] != 1:
+                raise Unsupported("resizes the channel axis")
     if sizes:
         v = _const(ctx, sizes, "sizes")
-        if v.size < 2 or v[1] != width(layout):
+        if v.size != len(axes) or v[k] != width(layout):
             raise Unsupported("resizes the channel axis")
         ctx.attach(sizes, 0, layout, "shape", name)
     ctx.set(node.output[0], layout, like=node.input[0])
@@ -181,9 +208,11 @@ def resize(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
 
 def fix_resize(fx: FixContext, node: onnx.NodeProto) -> None:
     if node.op_type == "Resize" and _inp(node, 3):
-        v = fx.const(node.input[3]).copy()
-        v[1] = fx.kept(node.output[0]).sum()
-        fx.set_input(node, 3, v)
+        axes = _resize_axes(fx, node)
+        if 1 in axes:
+            v = fx.const(node.input[3]).copy()
+            v[axes.index(1)] = fx.kept(node.output[0]).sum()
+            fx.set_input(node, 3, v)
 
 
 # ---------------------------------------------------------------------------------------------------- elementwise
@@ -243,7 +272,13 @@ def _bias(ctx: TraceContext, node: onnx.NodeProto, i: int, layout: Layout, role:
 
 
 def conv(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
-    """Conv W [M, C/g, k...]; ConvTranspose W [C, M/g, k...]. group == 1 or depthwise (group == C == M)."""
+    """Conv W [M, C/g, k...]; ConvTranspose W [C, M/g, k...]; any kernel rank (Conv1d / 2d / 3d).
+
+    group == 1: input channels are consumed, output channels open a new group. Depthwise (group == C == M):
+    channels pass through; weight axis 0, bias and `group` are members. Grouped (1 < group < C, ResNeXt, RegNet):
+    `group` stays; every conv group keeps the same positions of its input and output channels, so input channel c
+    is weight input slot c mod C/g and the input group (and likewise the output group) is tied every C/g (M/g)
+    channels (`TraceContext.tile`)."""
     layout = _x(ctx, node)
     w = _const(ctx, node.input[1], "weight")
     g = attr(node, "group", 1)
@@ -265,7 +300,21 @@ def conv(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
         _bias(ctx, node, 2, out, "depthwise", name)
         ctx.attach("group", -1, out, "attr", name)
     else:
-        raise Unsupported(f"grouped convolution (group={g}, {cin}→{m} channels)")
+        cg_in, cg_out = cin // g, m // g
+        ctx.tile(layout, cg_in, name)
+        if transposed:  # W [C, M/g, k]: input channel c is row c; output slot j of every group is column j
+            ctx.attach(node.input[1], 0, layout, "consumer", name)
+        else:  # input channel c (aligned to the groups) is weight column c mod C/g
+            for seg in layout:
+                ctx.attach(node.input[1], 1, (Seg(seg.space, seg.lo, seg.lo + cg_in),), "consumer", name)
+        ctx.consume(node.input[0], layout)
+        out = ctx.produce(name, m)
+        ctx.tile(out, cg_out, name)
+        if transposed:
+            ctx.attach(node.input[1], 1, (Seg(out[0].space, 0, cg_out),), "producer", name)
+        else:
+            ctx.attach(node.input[1], 0, out, "producer", name)
+        _bias(ctx, node, 2, out, "producer", name)
     ctx.set(node.output[0], out)
 
 
@@ -357,8 +406,16 @@ def _slice_bounds(start: int, end: int, dim: int) -> tuple[int, int]:
 
 def slice_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
-    starts, ends, axes, steps = _slice_args(ctx, node)
     rank = ctx.rank(node.input[0])
+    if _inp(node, 3) and ctx.const(node.input[3]) is not None:
+        if 1 not in [_axis(int(a), rank) for a in ctx.const(node.input[3]).ravel()]:
+            return pass_through(ctx, node, name)  # spatial slice: its bounds may be computed
+    for i in (1, 2):
+        if ctx.const(node.input[i]) is None:
+            by = ctx.made_by(node.input[i])
+            raise Unsupported("slices the channel axis at bounds computed at run time (e.g. torch.chunk: "
+                              f"'{node.input[i]}'{', computed by ' + by if by else ''})")
+    starts, ends, axes, steps = _slice_args(ctx, node)
     axes = [_axis(int(a), rank) for a in axes]
     if 1 not in axes:
         return pass_through(ctx, node, name)
@@ -386,7 +443,9 @@ def fix_slice(fx: FixContext, node: onnx.NodeProto) -> None:
 
 
 def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
-    """Flatten(axis=1) / Reshape [N, C, H, W] → [N, C·H·W]: channel c ↔ features [c·hw, (c+1)·hw)."""
+    """Flatten(axis=1) / Reshape [N, C, H, W] → [N, C·H·W]: channel c ↔ features [c·hw, (c+1)·hw).
+    A Reshape that keeps the shape passes channels through; when its target holds C (e.g. [0, C, H, W] or
+    [-1, C, 7, 7]) that entry is rewritten."""
     layout = _x(ctx, node)
     src, out = ctx.shape(node.input[0]), ctx.shape(node.output[0])
     if src is None or out is None:
@@ -394,10 +453,19 @@ def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     if node.op_type == "Flatten" and _axis(attr(node, "axis", 1), len(src)) != 1:
         raise Unsupported("flattens the channel axis into the batch axis")
     if node.op_type == "Reshape":
-        if list(out) == list(src):
+        if len(out) == len(src) and len(out) >= 2 and out[1] == src[1] and list(out[2:]) == list(src[2:]):
+            target = ctx.const(node.input[1])
+            if target is None:
+                raise Unsupported("target shape is computed at run time and may hold the channel count")
+            if target.size > 1 and target[1] > 0:
+                ctx.attach(node.input[1], 0, layout, "shape", name)
             return ctx.set(node.output[0], layout, like=node.input[0])
+        if len(out) == len(src) + 1 and all(isinstance(d, int) for d in (src[1], out[1], out[2])) \
+                and out[1] * out[2] == src[1] and list(out[3:]) == list(src[2:]):
+            raise Unsupported(f"splits the channel axis into {out[1]} × {out[2]} ({_dims(src)} → {_dims(out)}, as "
+                              "a channel shuffle does)")
         if len(out) != 2 or out[0] != src[0]:
-            raise Unsupported("reshape other than flattening to [N, features]")
+            raise Unsupported(f"reshapes the channel axis ({_dims(src)} → {_dims(out)})")
         _const(ctx, node.input[1], "target shape")
         ctx.attach(node.input[1], 0, layout, "shape", name)
     if not all(isinstance(d, int) for d in src[2:]):
@@ -406,9 +474,14 @@ def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], flatten(layout, hw), like=node.input[0], flat_src=node.input[0])
 
 
+def _dims(shape: list) -> str:
+    return "[" + ", ".join("N" if i == 0 else str(d) if isinstance(d, int) else "?" for i, d in enumerate(shape)) + "]"
+
+
 def fix_reshape(fx: FixContext, node: onnx.NodeProto) -> None:
+    """Entry 1 of the target ([N, features] after flattening, or C of a reshape that keeps the channels)."""
     shape = fx.const(node.input[1]).copy()
-    if shape.size == 2 and shape[1] > 0:
+    if shape.size >= 2 and shape[1] > 0:
         shape[1] = fx.kept(node.output[0]).sum()
         fx.set_input(node, 1, shape)
 
@@ -431,7 +504,8 @@ _STOPS = {
     "Softmax": "normalises across channels", "LogSoftmax": "normalises across channels",
     "Hardmax": "mixes channels", "LayerNormalization": "normalises across channels",
     "LRN": "normalises across neighbouring channels", "Transpose": "moves the channel axis",
-    "Shape": "reads the channel count", "DepthToSpace": "mixes channels with space",
+    "Shape": "reads the channel count (Shape: the shape arithmetic after it sees C)",
+    "DepthToSpace": "mixes channels with space",
     "SpaceToDepth": "mixes channels with space", "ArgMax": "reduces the channel axis",
 }
 
@@ -455,3 +529,11 @@ RULES: dict[str, OpRule] = {
     "Reshape": OpRule("index", flatten_, fix_reshape),
     **{op: OpRule("stop", stop(why)) for op, why in _STOPS.items()},
 }
+
+
+# ---------------------------------------------------------------------------------------------------- transformers
+# Channel-last token tensors and attention heads (units/rules_tokens.py): every rule above is wrapped so nodes whose
+# features lie on axis 1 reach it unchanged. Imported last: rules_tokens imports the names defined above.
+from .rules_tokens import token_rules  # noqa: E402
+
+RULES.update(token_rules(RULES))

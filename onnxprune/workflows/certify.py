@@ -23,6 +23,7 @@ from ..certify import (Certification, binomial_pvalue, certify, disagreement_los
                        min_samples, new_error_loss, split_indices, wsr_pvalue)
 from ..errors import OnnxPruneError
 from ..io.data import Dataset
+from ..io.shapes import data_shapes, output_kind
 from ..measure.evaluate import predict
 from ..progress import track
 from ..select.plan import PruneSettings
@@ -70,6 +71,13 @@ class CertifyRun:
                 "tested": [True] * len(c["grid"]) + [False] * pad, "message": self.message,
                 "build_samples": self.build_n, "certification_samples": self.cert_n, "loss": self.loss}
 
+    def summary(self) -> str:
+        """The conclusion and the tested ratios, one line each."""
+        d = self.to_dict()
+        rows = [f"  {g:g}: risk {r:.4f}, p-value {p:.3g}" + (" certified" if c else "")
+                for g, r, p, c, t in zip(d["grid"], d["empirical_risk"], d["pvalues"], d["certified"], d["tested"]) if t]
+        return "\n".join([self.message, *rows])
+
     def nothing_certified(self) -> str:
         """Why nothing was certified and what to try, naming the smallest ratio that failed."""
         c = self.certification
@@ -83,15 +91,27 @@ class CertifyRun:
 
 def run(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, grid: np.ndarray, tolerance: float,
         delta: float, *, cert_data: Dataset | None = None, cert_fraction: float = 0.5, pvalue: str = "binomial",
-        control: str = "fixed_sequence") -> CertifyRun:
-    """Score on the build split, test each grid ratio on the certification split, keep the certified candidate."""
+        control: str = "fixed_sequence", recover_data: Dataset | None = None) -> CertifyRun:
+    """Score on the build split, test each grid ratio on the certification split, keep the certified candidate.
+
+    With recovery in the settings, every candidate is recovered before it is tested — on `recover_data` (which
+    must share no sample with the certification split) or on the build split — so the certificate covers exactly
+    the recovered model that is written."""
     grid = _checked_grid(grid)
     _check_names(pvalue, control)
+    kind, _ = output_kind(model, data_shapes(data))
+    if kind != "classes":  # the 0/1 per-sample losses need one class per sample
+        raise OnnxPruneError("certification needs a classifier output (N, K); this model's output is "
+                             f"{'a per-position score map' if kind == 'dense' else 'not a class score'} — "
+                             "use `compress --ratio` and `check` (per-position agreement / relative error) instead")
     build, cert = split(data, cert_data, cert_fraction, settings.seed)
     _check_enough(len(cert), tolerance, delta)
+    if recover_data is not None and settings.recovers:
+        refuse_shared(recover_data, cert, what="--recover-data")
     prepared = prepare(model, build, settings)
     dense = predict(model, cert, settings.batch_size, "dense predictions")
-    losses, best = _test_grid(prepared, build, cert, dense, grid, tolerance, delta, pvalue, control)
+    losses, best = _test_grid(prepared, build, cert, dense, grid, tolerance, delta, pvalue, control,
+                              recover_data if recover_data is not None else build)
     result = certify(grid[:len(losses)], losses, tolerance, delta, pvalue=pvalue, control=control)
     if result.certified_ratio != (None if best is None else best[0]):
         raise RuntimeError("internal: the per-ratio tests disagree with certify.certify")  # a bug, not user error
@@ -100,14 +120,15 @@ def run(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, grid: np
 
 
 def _test_grid(prepared: Prepared, build: Dataset, cert: Dataset, dense: np.ndarray, grid: np.ndarray,
-               tolerance: float, delta: float, pvalue: str, control: str
+               tolerance: float, delta: float, pvalue: str, control: str, recover: Dataset
                ) -> tuple[np.ndarray, tuple[float, Candidate] | None]:
     """Losses of the tested ratios (ascending) and the largest certified (ratio, candidate); stops early with
     fixed-sequence testing."""
     level = delta / len(grid) if control == "bonferroni" else delta  # what each p-value is compared with
     rows, best = [], None
     for ratio in track(grid, "certifying grid", total=len(grid)):
-        cand = prepared.build(float(ratio), build, reconstruct=prepared.settings.reconstruct)
+        cand = prepared.build(float(ratio), build, reconstruct=prepared.settings.reconstruct,
+                              recover=recover)
         pred = predict(cand.model, cert, prepared.settings.batch_size, f"ratio {ratio:.2f}")
         rows.append(new_error_loss(pred, dense, cert.labels) if cert.labelled else disagreement_loss(pred, dense))
         if row_pvalue(rows[-1], tolerance, level, pvalue) <= level:
@@ -136,18 +157,20 @@ def split(data: Dataset, cert_data: Dataset | None, cert_fraction: float, seed: 
     return data, cert_data
 
 
-def refuse_shared(calib: Dataset, cert: Dataset) -> None:
-    """A certification sample that also built the candidates voids the guarantee: refuse the same file or any
-    shared sample (compared by the bytes of its inputs)."""
-    if calib.source and cert.source and Path(calib.source).resolve() == Path(cert.source).resolve():
-        raise OnnxPruneError(f"--cert-data {cert.source} is the --calib file: certification samples must be "
-                             f"disjoint from the data that builds the candidates (omit --cert-data to split --calib)")
-    seen = set(sample_hashes(calib))
+def refuse_shared(fit: Dataset, cert: Dataset, what: str = "--cert-data") -> None:
+    """A certification sample that also built (or trained) the candidates voids the guarantee: refuse the same file
+    or any shared sample (compared by the bytes of its inputs). `what` names the option at fault."""
+    other = "--calib" if what == "--cert-data" else "the certification split of --calib"
+    if fit.source and cert.source and Path(fit.source).resolve() == Path(cert.source).resolve():
+        raise OnnxPruneError(f"{what} {fit.source if what != '--cert-data' else cert.source} is the --calib file: "
+                             f"certification samples must be disjoint from the data that builds the candidates"
+                             + (" (omit --cert-data to split --calib)" if what == "--cert-data" else ""))
+    seen = set(sample_hashes(fit))
     shared = sum(h in seen for h in sample_hashes(cert))
     if shared:
-        raise OnnxPruneError(f"--cert-data {cert.source or '<dataset>'} shares {shared} of its {len(cert)} samples "
-                             f"with --calib {calib.source or '<dataset>'}: certification samples must be disjoint "
-                             f"from the data that builds the candidates")
+        raise OnnxPruneError(f"{what} and {other} share {shared} of {len(cert)} certification samples "
+                             f"({fit.source or '<dataset>'} / {cert.source or '<dataset>'}): certification samples "
+                             f"must be disjoint from the data that builds the candidates")
 
 
 def sample_hashes(data: Dataset) -> list[bytes]:

@@ -16,15 +16,17 @@ from ..errors import OnnxPruneError
 from ..io.data import Dataset
 from ..io.model import model_hash
 from ..modes import Mode, Scores
+from ..select.budget import Search
 from ..select.plan import Plan, PruneSettings
-from ..stats import collect
+from ..stats import Stats, collect
 
 
 class Candidate(NamedTuple):
-    """A pruned model and the plan that made it."""
+    """A pruned model and the plan that made it (and, when recovery ran, what it did)."""
 
     model: onnx.ModelProto
     plan: Plan
+    recovery: object | None = None  # recover.distill.RecoveryReport
 
 
 @dataclass
@@ -32,6 +34,23 @@ class PruneResult:
     model: onnx.ModelProto
     plan: Plan
     report: dict  # per-layer (unstructured) or per-group (structured) table, totals, sizes, notes
+
+    def to_dict(self) -> dict:
+        """The report and the plan's settings as plain JSON-safe data (the masks stay in `plan`)."""
+        return {"plan": {"mode": self.plan.mode, "model_hash": self.plan.model_hash, "settings": self.plan.settings},
+                **self.report}
+
+    def summary(self) -> str:
+        """A few plain lines: what was removed, and the sizes."""
+        r, unit = self.report, self.report.get("unit", "weights")
+        lines = [f"{self.plan.mode} {r['criterion']} at ratio {r['ratio']:g}: kept {r['kept']:,} of {r['weights']:,} "
+                 f"{unit} (sparsity {r['sparsity']:.2%})"]
+        if "macs" in r:
+            lines.append(f"params {r['params']['dense']:,} → {r['params']['pruned']:,}; "
+                         f"MACs {r['macs']['dense']:,} → {r['macs']['pruned']:,}")
+        z = r["size"]
+        lines.append(f"zlib-compressed size {z['dense_zlib']:,} → {z['pruned_zlib']:,} bytes")
+        return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
 @dataclass
@@ -47,29 +66,87 @@ class Prepared:
     def mode(self) -> Mode:
         return modes.get(self.settings.mode)
 
-    def build(self, ratio: float, data: Dataset | None, *, reconstruct: bool) -> Candidate:
-        """The candidate at `ratio`; `data` is the re-fit data (when `reconstruct`) and the rewrite check's probe."""
+    def build(self, ratio: float, data: Dataset | None, *, reconstruct: bool, recover: Dataset | None = None
+              ) -> Candidate:
+        """The candidate at `ratio`; `data` is the re-fit data (when `reconstruct`) and the rewrite check's probe,
+        `recover` the data recovery trains on (when the settings give it epochs; None: no recovery)."""
         plan = self.mode.select(self.model, self.scores, ratio, self.settings)
-        return Candidate(materialise(self.mode, self.model, plan, data, self.settings,
-                                     reconstruct and ratio > 0), plan)
+        model = materialise(self.mode, self.model, plan, data, self.settings, reconstruct and ratio > 0)
+        if recover is None or not self.settings.recovers or ratio == 0:
+            return Candidate(model, plan)
+        from .recover import recover_with
+
+        model, report = recover_with(model, self.model, recover, self.settings)
+        return Candidate(model, plan, report)
 
 
-def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> Prepared:
-    """One statistics pass on `data` (only if the criterion needs one) and the scores of every candidate unit.
+def ratio_for_macs(prepared: Prepared, fraction: float, probe: Dataset | None) -> Search:
+    """The smallest ratio whose rewritten model keeps at most `fraction` of the dense MACs (counted from shapes;
+    the re-fit does not change MACs, so candidates are rewritten without it). Deterministic."""
+    from ..select.budget import ratio_for
+    from ..units.count import count
 
-    Without data, reconstruction is switched off in the returned settings (it is the default, but needs data).
+    if prepared.settings.mode != "structured":
+        raise OnnxPruneError("--target-macs needs --mode structured: unstructured zeros do not remove MACs")
+    dense = count(prepared.model).macs
+
+    def macs_at(r: float) -> float:
+        return count(prepared.build(r, probe, reconstruct=False).model).macs / dense
+
+    return ratio_for(fraction, macs_at, decreasing=True, what="--target-macs")
+
+
+def ratio_for_speedup(prepared: Prepared, speedup: float, probe: Dataset | None, runs: int = 100) -> Search:
+    """The smallest ratio whose rewritten model runs `speedup`× faster than the dense one, measured here in
+    onnxruntime (batch 1, one thread, interleaved pairs, median ratio) — machine-dependent, so the measurements are
+    returned for the report."""
+    from ..measure.bench import compare
+    from ..select.budget import ratio_for
+
+    if prepared.settings.mode != "structured":
+        raise OnnxPruneError("--target-speedup needs --mode structured: unstructured zeros give no speed-up")
+
+    def speedup_at(r: float) -> float:
+        cand = prepared.build(r, probe, reconstruct=False).model
+        return compare(prepared.model, cand, threads="1", runs=runs, seconds=5.0).a_over_b
+
+    return ratio_for(speedup, speedup_at, decreasing=False, what="--target-speedup", tol=0.01, steps=8)
+
+
+def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, stats: Stats | None = None
+            ) -> Prepared:
+    """One statistics pass on `data` (only if the criterion needs one; `stats` saved by `onnxprune stats` for this
+    model replace it when they hold what is needed) and the scores of every candidate unit.
+
+    Without data, reconstruction is switched off in the returned settings (it is the default, but needs data), and
+    the scores' notes say so.
     """
-    if data is None and settings.reconstruct:
+    skipped_refit = data is None and settings.reconstruct
+    if skipped_refit:
         settings = replace(settings, reconstruct=False)
     mode = modes.get(settings.mode)
     reqs = mode.requests(model, settings)
-    stats = None
-    if reqs:
+    if stats is not None and reqs:
+        _check_saved(stats, model, reqs, settings)
+    elif reqs:
         if data is None:
             raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
         stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
     scores = mode.score(model, stats, settings)
+    if skipped_refit:
+        scores.notes.append("no calibration data: the least-squares re-fit was skipped (give calibration data — "
+                            "--calib, or calib= in Python — to re-fit the kept weights)")
     return Prepared(model, settings, scores, None if stats is None else stats.label_mode)
+
+
+def _check_saved(stats: Stats, model: onnx.ModelProto, reqs: list, settings: PruneSettings) -> None:
+    """Saved statistics must come from this very model and hold every statistic the criterion needs."""
+    stats.check_model(model)
+    missing = stats.missing(reqs)
+    if missing:
+        raise OnnxPruneError(f"the saved statistics lack what criterion '{settings.criterion}' needs "
+                             f"({len(missing)} items, e.g. {missing[0]}); re-run `onnxprune stats` with "
+                             f"--criteria {settings.criterion if settings.criterion in ('fscreen', 'apoz', 'ri') else 'all'}")
 
 
 def materialise(mode: Mode, model: onnx.ModelProto, plan: Plan, data: Dataset | None, settings: PruneSettings,
@@ -84,11 +161,19 @@ def materialise(mode: Mode, model: onnx.ModelProto, plan: Plan, data: Dataset | 
     return pruned
 
 
-def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings) -> PruneResult:
-    """The whole chain for one ratio: statistics → scores → plan → pruned (and re-fitted) model → report."""
-    prepared = prepare(model, data, settings)
-    pruned, plan = prepared.build(settings.ratio, data, reconstruct=prepared.settings.reconstruct)
-    return PruneResult(pruned, plan, prepared.mode.report(model, pruned, plan, prepared.scores.notes))
+def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, stats: Stats | None = None,
+          recover_data: Dataset | None = None) -> PruneResult:
+    """The whole chain for one ratio: statistics → scores → plan → pruned (re-fitted, recovered) model → report.
+    Recovery (when the settings give it epochs) trains on `recover_data`, else on `data`."""
+    prepared = prepare(model, data, settings, stats)
+    cand = prepared.build(settings.ratio, data, reconstruct=prepared.settings.reconstruct,
+                          recover=recover_data if recover_data is not None else data)
+    notes = list(prepared.scores.notes)
+    if cand.recovery is not None:
+        from .recover import describe
+
+        notes.append(describe(cand.recovery))
+    return PruneResult(cand.model, cand.plan, prepared.mode.report(model, cand.model, cand.plan, notes))
 
 
 def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneResult:

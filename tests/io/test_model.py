@@ -82,3 +82,112 @@ def test_validate_rejects_inconsistent_shapes():
     w2.CopyFrom(onnx.numpy_helper.from_array(np.zeros((2, 5), np.float32), "w2"))  # 5 inputs, but fc1 gives 3
     with pytest.raises(OnnxPruneError, match="invalid|does not load"):
         validate(m)
+
+
+# ---------------------------------------------------------------------------------------------------- folding
+def test_constant_subgraphs_are_folded_on_load(tmp_path):
+    """A converter's conv bias Add(Conv, Reshape(Constant, Constant)) becomes an initializer the Add reads."""
+    from robustness.exporters import cnn
+
+    p = tmp_path / "bias.onnx"
+    onnx.save(cnn(bias_subgraph=True), p)
+    m = load_model(p)
+    assert [n.op_type for n in m.graph.node].count("Reshape") == 0
+    adds = [n for n in m.graph.node if n.op_type == "Add"]
+    inits = initializer_map(m)
+    assert len(adds) == 2 and all(a.input[1] in inits and inits[a.input[1]].shape == (1, 8, 1, 1) for a in adds)
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    ref = make_session(cnn(bias_subgraph=True)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(make_session(m).run(None, {"x": x})[0], ref, rtol=1e-6)
+
+
+def test_folding_is_byte_deterministic(tmp_path):
+    from robustness.exporters import cnn
+
+    p = tmp_path / "bias.onnx"
+    onnx.save(cnn(bias_subgraph=True, constant_nodes=True), p)
+    a, b = load_model(p), load_model(p)
+    assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+def test_bundled_models_have_nothing_to_fold():
+    """Folding leaves the bundled models byte-identical (they load exactly as before folding existed)."""
+    from builders import REPO
+
+    from onnxprune.io.model import fold_constants, serialize
+    from onnxprune.io.graph import copy_model
+
+    for path in sorted((REPO / "models").glob("*.onnx")):
+        m = load_model(path)
+        assert serialize(fold_constants(copy_model(m))) == serialize(m), path.name
+
+
+def test_quantisation_and_random_ops_are_not_folded():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxprune.io.model import fold_constants
+
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s"], ["w"]),
+         helper.make_node("RandomNormal", [], ["r"], shape=[2], dtype=1),
+         helper.make_node("Add", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "r"], ["y"])], "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array([1, 2], np.int8), "q"), numpy_helper.from_array(np.float32(0.5), "s")])
+    m = fold_constants(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [n.op_type for n in m.graph.node] == ["DequantizeLinear", "RandomNormal", "Add", "Add"]
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+def test_output_location_is_checked_before_any_work(tmp_path):
+    from onnxprune.io.model import check_writable
+
+    check_writable(tmp_path / "new" / "deeper" / "out.onnx")  # creatable: fine, and nothing is created
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(OnnxPruneError, match="cannot write"):
+        check_writable("/proc/x.onnx")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OnnxPruneError, match="not a directory"):
+        check_writable(tmp_path / "file" / "out.onnx")
+    with pytest.raises(OnnxPruneError, match="is a directory"):
+        check_writable(tmp_path)
+    src = tmp_path / "in.onnx"
+    src.write_bytes(b"x")
+    with pytest.raises(OnnxPruneError, match="refusing to overwrite"):
+        check_writable(src, inputs=(src,))
+
+
+def test_save_failure_is_one_line_and_leaves_nothing(tmp_path):
+    from onnxprune.io import model as model_io
+
+    with pytest.raises(OnnxPruneError, match="cannot write the model"):
+        save_model(tiny_mlp(), "/proc/x.onnx")
+    model_io.WRITTEN.clear()
+    out = save_model(tiny_mlp(), tmp_path / "ok.onnx")
+    assert model_io.WRITTEN == [out] and [p.name for p in tmp_path.iterdir()] == ["ok.onnx"]
+
+
+def test_constants_of_every_form_fold_through_shape_ops():
+    """Constant(value_ints) → Reshape's shape; Unsqueeze / Cast / Concat of constants: all folded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxprune.io.model import normalise
+
+    b = np.arange(4, dtype=np.float64)
+    g = helper.make_graph(
+        [helper.make_node("Constant", [], ["shape"], value_ints=[1, 4]),
+         helper.make_node("Cast", ["b64"], ["b32"], to=TensorProto.FLOAT),
+         helper.make_node("Reshape", ["b32", "shape"], ["b2"]),
+         helper.make_node("Unsqueeze", ["s", "axes"], ["s1"]),
+         helper.make_node("Concat", ["s1", "s1"], ["s2"], axis=0),
+         helper.make_node("Add", ["x", "b2"], ["y0"]),
+         helper.make_node("Mul", ["y0", "s2"], ["y"])], "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(b, "b64"), numpy_helper.from_array(np.float32(2.0), "s"),
+         numpy_helper.from_array(np.array([0], np.int64), "axes")])
+    m = normalise(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [n.op_type for n in m.graph.node] == ["Add", "Mul"]
+    consts = initializer_map(m)
+    np.testing.assert_array_equal(consts["b2"], b.astype(np.float32).reshape(1, 4))
+    np.testing.assert_array_equal(consts["s2"], [2.0, 2.0])

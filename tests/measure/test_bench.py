@@ -86,7 +86,7 @@ def test_random_inputs_match_the_input_dtype():
 def test_cli_json_for_two_models_has_every_key():
     r = run("bench", LENET300, LENET300, "--runs", 20, "--warmup", 2, "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert set(d) == {"models", "latency", "comparison", "settings"}
     assert set(d["latency"]) == set(d["comparison"]) == {"1", "default"}
     assert [m["params"] for m in d["models"]] == [d["models"][0]["params"]] * 2 and d["models"][0]["params"] > 0
@@ -111,4 +111,52 @@ def test_cli_dynamic_dim_is_one_line_exit_2_and_shape_fixes_it(tmp_path):
     assert r.exit_code == 2 and "--shape" in r.output and len(r.output.strip().splitlines()) == 1
     r = run("bench", p, "--runs", 5, "--warmup", 0, "--threads", "1", "--shape", "x=1,16", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["settings"]["shapes"] == {"x": [1, 16]}
+    assert json.loads(r.stdout)["settings"]["shapes"] == {"x": [1, 16]}
+
+
+# ---------------------------------------------------------------------------------------------------- issue 13
+def _macs_by_hand(hw: int = 8) -> int:
+    return hw * hw * 8 * 27 + hw * hw * 8 * 72 + 8 * 4  # conv 3→8, conv 8→8 (3×3), Gemm 8→4
+
+
+@pytest.mark.parametrize("batch", ["N", None, -1])
+def test_a_dynamic_batch_is_counted_at_one_never_negative(batch):
+    from robustness.exporters import cnn
+
+    info = bench.model_info(cnn(batch=batch))
+    assert info.macs == _macs_by_hand() and info.macs_unknown == 0
+
+
+def test_macs_after_an_op_shape_inference_does_not_know_are_real():
+    """com.microsoft.Gelu stops ONNX shape inference; the layers after it are counted from onnxruntime's shapes."""
+    from robustness.exporters import cnn
+
+    from onnxprune.units.count import count
+
+    c = count(cnn(custom="com.microsoft"))
+    assert c.macs == _macs_by_hand() and not c.unknown
+
+
+def test_dynamic_hw_is_counted_and_timed_at_the_given_shape(tmp_path):
+    from robustness.exporters import cnn
+
+    m = cnn(hw="H")
+    assert bench.model_info(m, {"x": (1, 3, 6, 6)}).macs == _macs_by_hand(6)
+    assert bench.model_info(m, {"x": (3, 6, 6)}).macs == _macs_by_hand(6)  # a per-sample shape is accepted
+    p = tmp_path / "hw.onnx"
+    onnx.save(m, p)
+    for shape in ("1,3,6,6", "x=1,3,6,6", "3,6,6"):
+        r = run("bench", p, "--runs", 3, "--warmup", 0, "--threads", "1", "--shape", shape, "--json")
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)
+        assert d["settings"]["shapes"] == {"x": [1, 3, 6, 6]} and d["models"][0]["macs"] == _macs_by_hand(6)
+
+
+def test_bench_accepts_the_real_shape_of_a_minus_one_batch(tmp_path):
+    from robustness.exporters import cnn
+
+    p = tmp_path / "m1.onnx"
+    onnx.save(cnn(batch=-1), p)
+    r = run("bench", p, "--runs", 3, "--warmup", 0, "--threads", "1", "--shape", "1,3,8,8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["models"][0]["macs"] == _macs_by_hand()

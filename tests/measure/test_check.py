@@ -46,21 +46,21 @@ def broken(tmp_path_factory) -> Path:
 def test_model_against_itself_passes_with_zero_drop(data):
     r = run("check", LENET300, "--reference", LENET300, "--data", data[0], "--max-drop", 0.01)
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("PASS: accuracy ") and "(drop 0.0000 ≤ 0.0100) on 300 samples" in r.output
+    assert r.stdout.startswith("PASS: accuracy ") and "(drop 0.0000 ≤ 0.0100) on 300 samples" in r.stdout
 
 
 def test_broken_model_fails_with_exit_1(data, broken):
     r = run("check", broken, "--reference", LENET300, "--data", data[0])
     assert r.exit_code == 1, r.output
-    assert r.output.startswith("FAIL: accuracy ") and len(r.output.strip().splitlines()) == 1
+    assert r.stdout.startswith("FAIL: accuracy ") and len(r.stdout.strip().splitlines()) == 1
 
 
 def test_unlabelled_data_checks_disagreement(data, broken):
     r = run("check", LENET300, "--reference", LENET300, "--data", data[1])
-    assert r.exit_code == 0 and r.output.startswith("PASS: disagreement 0.0000"), r.output
+    assert r.exit_code == 0 and r.stdout.startswith("PASS: disagreement 0.0000"), r.output
     r = run("check", broken, "--reference", LENET300, "--data", data[1], "--json")
     assert r.exit_code == 1
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["passed"] is False and d["metric"] == "disagreement" and d["accuracy"] is None
     assert d["value"] == pytest.approx(1 - d["agreement"]) and d["value"] > 0.5
 

@@ -41,7 +41,7 @@ def test_every_criterion_prunes_every_architecture(arch, criterion):
     data = dataset(model)
     s = settings(ratio=0.5, criterion=criterion, alpha=0.4, round_to=1)
     prep = prepare(model, data, s)
-    pruned, plan = prep.build(0.5, data, reconstruct=prep.settings.reconstruct)
+    pruned, plan = prep.build(0.5, data, reconstruct=prep.settings.reconstruct)[:2]
     assert plan.channels, "something must be removed at ratio 0.5"
     assert abs(removed_fraction(prep.scores, plan) - 0.5) <= 0.15
     assert pruned.graph.node  # validated inside apply; runs:
@@ -51,7 +51,7 @@ def test_every_criterion_prunes_every_architecture(arch, criterion):
 def test_round_to_keeps_multiples_of_n():
     model = TINY["resnet"](0)
     prep = prepare(model, None, settings(criterion="l1", round_to=4))
-    _, plan = prep.build(0.5, None, reconstruct=False)
+    plan = prep.build(0.5, None, reconstruct=False).plan
     sizes = {g.id: g.size for g in prep.scores.groups}
     for gid, kept in plan.channels.items():
         assert len(kept) % 4 == 0 or len(kept) == sizes[gid]
@@ -62,7 +62,7 @@ def test_global_selection_is_not_uniform_and_uniform_is():
     s = settings(criterion="l1", round_to=1)
     glob = prepare(model, None, s).build(0.5, None, reconstruct=False)[1]
     uni_prep = prepare(model, None, settings(criterion="l1", round_to=1, allocation="uniform"))
-    _, uni = uni_prep.build(0.5, None, reconstruct=False)
+    uni = uni_prep.build(0.5, None, reconstruct=False).plan
     fracs = [k / t for k, t in structured.STRUCTURED.kept(uni_prep.scores, uni).values()]
     assert max(fracs) - min(fracs) <= 0.25  # ceil rounding on small groups only
     assert glob.channels != uni.channels
@@ -101,8 +101,8 @@ def test_reconstruction_brings_outputs_closer_to_the_dense_model(arch):
     model = TINY[arch](3)
     data = dataset(model, n=256)
     prep = prepare(model, data, settings(criterion="l1", round_to=1))
-    plain, plan = prep.build(0.5, data, reconstruct=False)
-    refit, _ = prep.build(0.5, data, reconstruct=True)
+    plain, plan = prep.build(0.5, data, reconstruct=False)[:2]
+    refit = prep.build(0.5, data, reconstruct=True).model
     x = sample_input(model, np.random.default_rng(9), batch=64)
     dense = run(model, x)
     assert rel_err(run(refit, x), dense) < 0.8 * rel_err(run(plain, x), dense)
@@ -116,7 +116,7 @@ def test_criterion_without_data_is_a_clear_error():
 def test_min_channels_keeps_at_least_that_many_per_group():
     model = TINY["resnet"](0)
     prep = prepare(model, None, settings(criterion="l1", round_to=1, min_channels=6))
-    _, plan = prep.build(0.7, None, reconstruct=False)
+    plan = prep.build(0.7, None, reconstruct=False).plan
     sizes = {g.id: g.size for g in prep.scores.groups}
     assert plan.channels
     for gid, kept in plan.channels.items():

@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import BUNDLED
 from units.generate import Builder, random_keep, random_model
-from units.helpers import TINY, rel_err, run, sample_input
+from units.helpers import TINY, assert_prunes_exactly, rel_err, run, sample_input
 from onnx import helper
 
 from onnxprune.errors import OnnxPruneError
@@ -17,19 +18,6 @@ from onnxprune.io.model import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 N_GENERATED = 120
-
-
-def assert_prunes_exactly(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
-    """Random kept subsets for every prunable group: removal equals consumer zeroing, and the model is valid."""
-    rng = np.random.default_rng(seed)
-    keep = random_keep(analyse(model), rng)
-    pruned = remove_channels(model, keep)  # validates: strict inference, full checker, onnxruntime load
-    onnx.checker.check_model(pruned, full_check=True)
-    x = sample_input(model, rng)
-    assert rel_err(run(pruned, x), run(zero_consumers(model, keep), x)) <= 1e-4
-    if any(len(k) < g.size for g in analyse(model) for gid, k in keep.items() if g.id == gid):
-        assert count(pruned).params < count(model).params
-    return pruned
 
 
 @pytest.mark.parametrize("seed", range(N_GENERATED))
@@ -52,7 +40,7 @@ def test_lenet300_from_the_repo():
     assert count(pruned).params < count(model).params
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "models").glob("*.onnx")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.name)
 def test_every_bundled_model(path):
     assert_prunes_exactly(load_model(path), 2)
 

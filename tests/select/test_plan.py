@@ -30,7 +30,7 @@ def test_prune_then_apply_is_byte_identical(tmp_path):
     r = run("prune", LENET300, "--mode", "unstructured", "--criterion", "magnitude", "--ratio", 0.8,
             "--protect", "last", "-o", a, "--plan-out", plan, "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert abs(d["sparsity"] - 0.8) < 0.005 and d["layers"][-1]["protected"]
     r = run("apply", LENET300, plan, "-o", b)
     assert r.exit_code == 0, r.output

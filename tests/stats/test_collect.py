@@ -215,3 +215,57 @@ def test_relative_importance_of_an_edge_filter_is_not_zero(tmp_path):
     mean = st.get("conv", "ri_mean")
     assert mean.shape == (2, 1)
     np.testing.assert_allclose(mean[:, 0], [1.0, 1.0])  # one input channel: it carries all of each output
+
+
+# ---------------------------------------------------------------------------------------------------- issue 13
+def _gen(model, n=24, y=None):
+    from robustness.exporters import data
+
+    from onnxprune.io.data import Dataset
+    from onnxprune.io.runtime import input_specs
+
+    d = data(n=n)
+    return Dataset({"x": d["x"]}, y, input_specs(model), "gen")
+
+
+def _fscreen_requests(model):
+    return default_requests(model, "fscreen")
+
+
+def test_label_values_never_size_the_class_statistics():
+    """A classifier's K comes from its output: a label ≥ K is an error (not a million-class allocation); a
+    non-classifier's labels are only groups, renumbered over their distinct values."""
+    from robustness.exporters import cnn, vector_head
+
+    m = cnn()
+    y = np.zeros(24, np.int64)
+    y[5] = 1_000_000
+    with pytest.raises(OnnxPruneError, match=r"labels must lie in 0\.\.3"):
+        collect(m, _gen(m, y=y), _fscreen_requests(m))
+    r = vector_head("regression")
+    st = collect(r, _gen(r, y=y), _fscreen_requests(r))
+    assert st.meta["n_classes"] == 2 and st.label_mode == "true"
+
+
+@pytest.mark.filterwarnings("error")
+def test_non_classifiers_fall_back_to_groups_from_the_output_and_say_so():
+    from robustness.exporters import dense_head, vector_head
+
+    seg = dense_head()
+    st = collect(seg, _gen(seg), _fscreen_requests(seg))
+    assert st.label_mode.startswith("predicted (dominant class") and st.meta["n_classes"] <= 4
+    emb = vector_head("embedding")
+    st = collect(emb, _gen(emb), _fscreen_requests(emb))
+    assert st.label_mode.startswith("none: the output is not a class score") and st.meta["n_classes"] <= 10
+
+
+def test_a_fixed_batch_of_one_is_fed_one_sample_at_a_time():
+    from robustness.exporters import cnn
+
+    m1, mn = cnn(batch=1, out_dims=[1, 4]), cnn()
+    y = np.arange(24) % 4
+    a = collect(m1, _gen(m1, y=y), _fscreen_requests(m1), batch_size=256)
+    b = collect(mn, _gen(mn, y=y), _fscreen_requests(mn), batch_size=256)
+    assert a.n == b.n == 24 and set(a._a) == set(b._a)
+    for key, v in b._a.items():
+        np.testing.assert_allclose(a._a[key], v, rtol=1e-5, atol=1e-6)

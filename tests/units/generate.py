@@ -146,6 +146,55 @@ class Builder:
             self.x = self.op("Pad", [self.x, self.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])[0]
             self.x = self.op("MaxPool", [self.x], kernel_shape=[3, 3])[0]
 
+    def grouped(self) -> None:
+        """ResNeXt / RegNet: 1×1 → grouped conv (1 < group < C, sometimes C_out ≠ C_in) → 1×1, residual."""
+        g, cg = int(self.rng.integers(2, 4)), int(self.rng.integers(2, 4))
+        cg_out = cg if self.rng.random() < 0.6 else int(self.rng.integers(1, 4))
+        y = self.act(self.bn(self.conv(self.x, self.c, g * cg, k=1), g * cg))
+        y = self.act(self.bn(self.conv(y, g * cg, g * cg_out, group=g), g * cg_out))
+        if self.rng.random() < 0.3:  # grouped conv straight into another grouped conv with other groups
+            g2 = int(self.rng.choice([d for d in (1, 2, 3) if (g * cg_out) % d == 0]))
+            y = self.act(self.conv(y, g * cg_out, g * cg_out, group=g2))
+        out = self.bn(self.conv(y, g * cg_out, self.c, k=1), self.c)
+        self.x = self.act(self.op("Add", [self.x, out])[0])
+
+    def transpose_chain(self) -> None:
+        """ConvTranspose → ConvTranspose (plain, grouped or depthwise), then a pool back to the size."""
+        c1 = int(self.rng.integers(3, 8))
+        w = self.const(self.weight(self.c, c1, 2, 2), "wt")
+        y = self.act(self.op("ConvTranspose", [self.x, w], kernel_shape=[2, 2], strides=[2, 2])[0])
+        g = int(self.rng.choice([d for d in (1, 2, 3, c1) if c1 % d == 0]))
+        c2 = c1 if g == c1 else g * int(self.rng.integers(1, 4))
+        ins = [y, self.const(self.weight(c1, c2 // g, 3, 3), "wt")]
+        if self.rng.random() < 0.5:
+            ins.append(self.const(self.weight(c2, 1)[:, 0], "b"))
+        y = self.act(self.op("ConvTranspose", ins, kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=g)[0])
+        self.x, self.c = self.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])[0], c2
+
+    def shared_weight(self) -> None:
+        """One kernel read by two convs (weight tying): their channels must go together, the weight not copied."""
+        c = self.c
+        w = self.const(self.weight(c, c, 3, 3), "tied")
+        y = self.act(self.op("Conv", [self.x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])[0])
+        self.x = self.act(self.op("Conv", [y, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])[0])
+
+    def identity_reshape(self) -> None:
+        """A Reshape that keeps [N, C, H, W] but spells C out: [0, C, H, W] or [-1, C, H, W]."""
+        first = 0 if self.rng.random() < 0.5 else -1
+        shape = self.const(np.array([first, self.c, self.hw, self.hw], np.int64), "rs")
+        self.x = self.act(self.op("Reshape", [self.act(self.conv(self.x, self.c, self.c)), shape])[0])
+
+    def resize(self) -> None:
+        """Resize (opset 18) with `axes`: scales on H, W only, or sizes over [C, H, W], then a pool back."""
+        y = self.conv(self.x, self.c, self.c)
+        if self.rng.random() < 0.5:
+            y = self.op("Resize", [y, "", self.const(np.array([2, 2], np.float32), "sc")], mode="nearest",
+                        axes=[2, 3])[0]
+        else:
+            sizes = self.const(np.array([self.c, 2 * self.hw, 2 * self.hw], np.int64), "sz")
+            y = self.op("Resize", [y, "", "", sizes], mode="nearest", axes=[1, 2, 3])[0]
+        self.x = self.op("MaxPool", [self.act(y)], kernel_shape=[2, 2], strides=[2, 2])[0]
+
     def unsupported(self) -> None:
         """An op that mixes channels: the groups around it must become unprunable, nothing must crash."""
         if self.rng.random() < 0.5:
@@ -193,7 +242,8 @@ class Builder:
         return onnx.shape_inference.infer_shapes(m)
 
 
-BLOCKS = ["conv_chain", "residual", "dense", "depthwise_se", "split_block", "slice_block", "pool"]
+BLOCKS = ["conv_chain", "residual", "dense", "depthwise_se", "split_block", "slice_block", "pool", "grouped",
+          "transpose_chain", "shared_weight", "identity_reshape", "resize"]
 
 
 def random_model(seed: int, unsupported: bool | None = None) -> onnx.ModelProto:

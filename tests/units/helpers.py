@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from units.generate import Builder
+from units.generate import Builder, random_keep
 
 from onnxprune.io.runtime import make_session
+from onnxprune.rewrite.channels import remove_channels, zero_consumers
+from onnxprune.units.count import count
+from onnxprune.units.groups import analyse
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
@@ -63,4 +66,27 @@ def tiny_lenet5bn(seed: int = 0) -> onnx.ModelProto:
     return b.model(b._gemm(h, 8, 5))
 
 
-TINY = {"resnet": tiny_resnet, "densenet": tiny_densenet, "mobilenet": tiny_mobilenet, "lenet5bn": tiny_lenet5bn}
+def tiny_resnext(seed: int = 0) -> onnx.ModelProto:
+    """Grouped convolutions (1 < group < C) in residual blocks, as in ResNeXt / RegNet."""
+    b = Builder(np.random.default_rng(seed))
+    b.stem()
+    b.grouped()
+    b.grouped()
+    return _finish(b)
+
+
+TINY = {"resnet": tiny_resnet, "densenet": tiny_densenet, "mobilenet": tiny_mobilenet, "lenet5bn": tiny_lenet5bn,
+        "resnext": tiny_resnext}
+
+
+def assert_prunes_exactly(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """Random kept subsets for every prunable group: removal equals consumer zeroing, and the model is valid."""
+    rng = np.random.default_rng(seed)
+    keep = random_keep(analyse(model), rng)
+    pruned = remove_channels(model, keep)  # validates: strict inference, full checker, onnxruntime load
+    onnx.checker.check_model(pruned, full_check=True)
+    x = sample_input(model, rng)
+    assert rel_err(run(pruned, x), run(zero_consumers(model, keep), x)) <= 1e-4
+    if any(len(k) < g.size for g in analyse(model) for gid, k in keep.items() if g.id == gid):
+        assert count(pruned).params < count(model).params
+    return pruned

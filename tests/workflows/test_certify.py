@@ -37,7 +37,7 @@ def builds(monkeypatch):
     ratios: list[float] = []
     real = prune_workflow.Prepared.build
 
-    def counting(self, ratio, data, *, reconstruct):
+    def counting(self, ratio, data, *, reconstruct, recover=None):
         ratios.append(ratio)
         return real(self, ratio, data, reconstruct=reconstruct)
 
@@ -107,7 +107,7 @@ class TestCertDataMustBeDisjoint:
 
     def test_shared_samples_are_refused(self, files):
         out = self._one_error_line(self.certify(files / "calib.npz", files / "overlap.npz"))
-        assert "shares 100 of its 600 samples" in out
+        assert "share 100 of 600 certification samples" in out
 
     def test_a_disjoint_file_is_accepted(self, files):
         r = self.certify(files / "calib.npz", files / "disjoint.npz")

@@ -48,3 +48,20 @@ def test_reconstruct_without_data_is_a_clear_error(lenet):
 def test_replay_reproduces_the_bytes(lenet, halves):
     r = prune(lenet, halves[0], SETTINGS)
     assert serialize(replay(lenet, r.plan, halves[0]).model) == serialize(r.model)
+
+
+def test_saved_statistics_replace_the_pass_and_must_fit(tmp_path):
+    """`--stats S.npz` reuses a saved pass: same plan as a fresh one; another model's or an incomplete file is refused."""
+    import pytest
+    from builders import LENET300, MNIST_CALIB
+    from onnxprune import api
+    from onnxprune.errors import OnnxPruneError
+
+    s = tmp_path / "s.npz"
+    api.stats(LENET300, MNIST_CALIB, s, criteria="fscreen")
+    kw = dict(ratio=0.9, mode="unstructured", criterion="fscreen", reconstruct=False)
+    fresh = api.prune(LENET300, tmp_path / "a.onnx", calib=MNIST_CALIB, **kw)
+    reused = api.prune(LENET300, tmp_path / "b.onnx", stats=s, **kw)
+    assert all((fresh.plan.masks[k] == reused.plan.masks[k]).all() for k in fresh.plan.masks)
+    with pytest.raises(OnnxPruneError, match="lack what criterion 'wanda' needs"):
+        api.prune(LENET300, tmp_path / "c.onnx", stats=s, **{**kw, "criterion": "wanda"})

@@ -1,0 +1,65 @@
+"""Library code for the recovery benchmarks (the `benchmarks/recover_*.py` scripts call this; CI never does).
+
+`recovery_row(pruned, dense, train_npz, eval_npz, **recover_kwargs)` loads the data, runs `recover`, evaluates
+top-1 accuracy of the pruned model before and after with onnxruntime, and returns one table row with wall and
+CPU seconds of the recovery call.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .distill import recover
+
+
+class NpzData:
+    """The duck-typed dataset `recover` needs (`inputs`, `labels`, `__len__`, `subset`, `batches`)."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray | None):
+        self.inputs, self.labels = inputs, labels
+
+    @classmethod
+    def load(cls, path: str | Path, input_name: str) -> "NpzData":
+        with np.load(path) as z:
+            x = z[input_name] if input_name in z.files else z["x"]
+            return cls({input_name: x}, z["y"].astype(np.int64) if "y" in z.files else None)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def subset(self, idx: np.ndarray) -> "NpzData":
+        return NpzData({k: v[idx] for k, v in self.inputs.items()}, None if self.labels is None else self.labels[idx])
+
+    def batches(self, batch_size: int):
+        for i in range(0, len(self), batch_size):
+            yield {k: np.ascontiguousarray(v[i:i + batch_size], dtype=np.float32) for k, v in self.inputs.items()}
+
+
+def accuracy(model: onnx.ModelProto, data: NpzData, threads: int = 1, batch_size: int = 500) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    preds = np.concatenate([s.run(None, b)[0].argmax(1) for b in data.batches(batch_size)])
+    return float((preds == data.labels).mean())
+
+
+def recovery_row(pruned: str | Path | onnx.ModelProto, dense: str | Path | onnx.ModelProto,
+                 train_npz: str | Path, eval_npz: str | Path, **kwargs: Any) -> dict[str, Any]:
+    p = pruned if isinstance(pruned, onnx.ModelProto) else onnx.load(str(pruned))
+    d = dense if isinstance(dense, onnx.ModelProto) else onnx.load(str(dense))
+    name = p.graph.input[0].name
+    train, ev = NpzData.load(train_npz, name), NpzData.load(eval_npz, name)
+    before = accuracy(p, ev)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out, rep = recover(p, d, train, **kwargs)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"accuracy_before": before, "accuracy_after": accuracy(out, ev), "dense_accuracy": accuracy(d, ev),
+            "wall_s": wall, "cpu_s": cpu, "epochs_run": rep.epochs_run, "stopped": rep.stopped,
+            "agreement_after": rep.agreement_after, "bn_reestimated": rep.bn_reestimated, "augment": rep.augment,
+            "features": len(rep.features), "settings": rep.settings, "model": out}

@@ -1,0 +1,701 @@
+"""Channel rules for transformer graphs: tokens [N, T, F] with the features on the LAST axis, attention heads.
+
+The rest of the tool follows channels on axis 1 (NCHW). Here every tensor may carry its channels on another axis:
+the tracer keeps that axis per tensor (`Tracer.axes`, read and written through `axis` / `set_axis`; an op that
+keeps the layout keeps the axis). The table below wraps every rule of `rules.RULES`: a node whose feature inputs
+are all on axis 1 goes to the original rule unchanged; a node that reads features on another axis goes to a
+token-aware rule here, or (ops that are safe element by element) through unchanged, or is refused with a reason.
+
+What is followed
+  MLP width           MatMul/Gemm with a constant 2-D weight on [.., F] features → bias Add → activation (Gelu, Relu,
+                      the Erf form of GELU) → MatMul: the hidden width is one group (producer columns, bias, consumer
+                      rows), whatever the rank of the token tensor ([N, T, F] ViT/BERT, [N, H, W, C] Swin/ConvNeXt).
+  attention heads     a projection whose output is reshaped into heads ([.., H·dh] → [.., H, dh], or the packed
+                      [.., 3·H·dh] → [.., 3, H, dh]) opens H channels of dh features each (`Seg.repeat` = dh), so a
+                      channel is a whole head. Transpose moves the head axis, Gather picks q / k / v out of the packed
+                      tensor, q·kᵀ and attn·v couple q, k and v head by head (MatMul of two feature tensors whose
+                      channels sit on a batch axis), Softmax over keys passes, the merge Reshape [.., H, dh] →
+                      [.., H·dh] turns heads back into dh-feature blocks read by the output projection (consumer).
+                      The Reshape targets holding H (or H·dh) are rewritten (`fix_reshape`), also when the target is a
+                      Concat of constant pieces (HF-style `x.size()[:-1] + (H, dh)`).
+  channel-last MLPs   ConvNeXt: Transpose [N, C, H, W] → [N, H, W, C] moves the channel axis to 3, LayerNorm, Linear →
+                      GELU → Linear, Transpose back (axis 1 again), layer scale Mul, residual Add.
+  residual stream     LayerNormalization over the feature axis is a hard stop: it reads every feature (mean and
+                      variance), so removing one changes all others; its output is a fresh unprunable space.
+Refused with a reason: heads merged with the batch axis ([B·H, T, dh], torch.nn.MultiheadAttention's TorchScript
+form), an attention bias computed at run time per head (Swin's relative position bias), slicing the feature axis.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from ..io.graph import attr
+from .layout import Layout, Seg, flatten, positions, sub, width
+from .rules import FixContext, OpRule, TraceContext, Unsupported, fix_reshape, pass_through
+
+
+class TokenTraceContext(TraceContext, Protocol):
+    """TraceContext plus the channel axis of each tensor (transformer hook in `groups.Tracer`)."""
+
+    model: onnx.ModelProto
+
+    def axis(self, t: str) -> object: ...
+    def set_axis(self, t: str, axis: object) -> None: ...
+
+
+class TokenFixContext(FixContext, Protocol):
+    def axis(self, t: str) -> object: ...
+    def producer(self, t: str) -> onnx.NodeProto | None: ...
+
+
+class Parts(tuple):
+    """Channel axis descriptor of a packed tensor: `n` equal parts (q, k, v) on `part` axis, channels on `ch` axis."""
+
+    __slots__ = ()
+
+    def __new__(cls, part: int, ch: int, n: int):
+        return super().__new__(cls, (part, ch, n))
+
+    part = property(lambda s: s[0])
+    ch = property(lambda s: s[1])
+    n = property(lambda s: s[2])
+
+
+SAFE_UNARY = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu", "Celu",
+              "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal",
+              "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu", "Identity", "Dropout", "Cast"}
+
+_CONSUMERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _consumers(ctx: TokenTraceContext) -> dict[str, list[onnx.NodeProto]]:
+    c = _CONSUMERS.get(ctx)
+    if c is None:
+        c = {}
+        for n in ctx.model.graph.node:
+            for t in n.input:
+                if t:
+                    c.setdefault(t, []).append(n)
+        _CONSUMERS[ctx] = c
+    return c
+
+
+_PRODUCERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _producers(ctx: TokenTraceContext) -> dict[str, onnx.NodeProto]:
+    p = _PRODUCERS.get(ctx)
+    if p is None:
+        p = _PRODUCERS[ctx] = {o: n for n in ctx.model.graph.node for o in n.output}
+    return p
+
+
+def _axis_of(ctx: TokenTraceContext, t: str) -> object:
+    return ctx.axis(t) if hasattr(ctx, "axis") else 1
+
+
+def _norm_axis(a: int, rank: int | None) -> int:
+    if a < 0:
+        if rank is None:
+            raise Unsupported("negative axis on a tensor of unknown rank")
+        a += rank
+    return a
+
+
+def _ints(shape: list | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape[1:])
+
+
+def _prod(v) -> int:
+    return int(np.prod(v, dtype=np.int64)) if len(v) else 1
+
+
+def _put(ctx: TokenTraceContext, t: str, layout: Layout, axis: object) -> None:
+    """Set t's layout on `axis` (an int, or a `Parts` descriptor), checking the axis length against the layout."""
+    shape = ctx.shape(t)
+    if isinstance(axis, int):
+        if shape is not None and len(shape) > axis and isinstance(shape[axis], int) and shape[axis] != width(layout):
+            raise Unsupported(f"inferred {shape[axis]} channels on axis {axis} of '{t}', rules say {width(layout)}")
+    elif shape is not None and isinstance(shape[axis.ch], int) and shape[axis.ch] * axis.n != width(layout):
+        raise Unsupported(f"packed tensor '{t}': axis {axis.ch} has {shape[axis.ch]} channels, rules say "
+                          f"{width(layout)} in {axis.n} parts")
+    ctx.set_axis(t, axis)
+    ctx.set(t, layout)
+
+
+def _parts(layout: Layout, n: int) -> list[Layout]:
+    w = width(layout) // n
+    try:
+        return [sub(layout, i * w, (i + 1) * w) for i in range(n)]
+    except ValueError as e:
+        raise Unsupported(f"packed parts cut inside a channel ({e})") from None
+
+
+def _coarsen(layout: Layout, q: int) -> Layout | None:
+    """Channels of `q` features each → one index each (heads): every segment's repeat must be a multiple of q."""
+    if any(s.repeat % q for s in layout):
+        return None
+    return tuple(Seg(s.space, s.lo, s.hi, s.repeat // q) for s in layout)
+
+
+def _feature_inputs(ctx: TokenTraceContext, node: onnx.NodeProto) -> list[str]:
+    return [t for t in node.input if t and ctx.layout(t) is not None]
+
+
+def _is_token(ctx: TokenTraceContext, node: onnx.NodeProto) -> bool:
+    return any(_axis_of(ctx, t) != 1 for t in _feature_inputs(ctx, node))
+
+
+def _int_axis(ctx: TokenTraceContext, t: str, what: str) -> int:
+    a = _axis_of(ctx, t)
+    if not isinstance(a, int):
+        raise Unsupported(f"{what} of the packed q/k/v tensor '{t}' is not followed")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------- heads
+def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int, int] | None:
+    """Look ahead from a projection's output t (`features` wide): through bias Add / scalar Mul, Div to a Reshape
+    that splits the last axis into [H, dh] or [P, H, dh]. Returns (P, H, dh) or None."""
+    consumers = _consumers(ctx)
+    for _ in range(4):
+        nodes = [n for n in consumers.get(t, []) if n.op_type != "Shape"]  # x.view(*x.size()[:-1], H, dh)
+        if len(nodes) != 1:
+            return None
+        n = nodes[0]
+        if n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2:
+            other = n.input[1] if n.input[0] == t else n.input[0]
+            if ctx.const(other) is None:
+                return None
+            t = n.output[0]
+            continue
+        if n.op_type != "Reshape":
+            return None
+        si, so = ctx.shape(t), ctx.shape(n.output[0])
+        if si is None or so is None or not _ints(so) or si[-1] != features:
+            return None
+        k = len(so) - len(si) + 1
+        if k not in (2, 3) or list(so[1:len(si) - 1]) != list(si[1:-1]) or _prod(so[len(si) - 1:]) != features:
+            return None
+        tail = so[len(si) - 1:]
+        if tail[-1] < 2 or tail[-2] < 2:
+            return None
+        return (1, tail[0], tail[1]) if k == 2 else (tail[0], tail[1], tail[2])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- rules
+def matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """Features × constant weight on the last axis (any rank): a producer; features × features: attention."""
+    a, b = node.input[0], node.input[1]
+    la, lb = ctx.layout(a), ctx.layout(b)
+    if la is not None and lb is not None:
+        return attention_matmul(ctx, node, name)
+    if node.op_type == "Gemm" or (la is not None and ctx.rank(a) == 2 and _axis_of(ctx, a) == 1):
+        return orig.trace(ctx, node, name)
+    if la is None:
+        raise Unsupported("a constant is multiplied by the features from the left")
+    w = ctx.const(b)
+    if w is None or w.ndim != 2:
+        raise Unsupported("the weight is not a constant matrix")
+    r = ctx.rank(a)
+    if r is None or r < 2:
+        raise Unsupported("rank of the features unknown")
+    ax = _axis_of(ctx, a)
+    k, m = w.shape
+    if ax == r - 1 and width(la) == k:
+        inp = la
+    else:
+        ctx.stop(la, f"node '{name}' contracts axis {r - 1} but the channels lie on axis {ax}")
+        inp = ctx.opaque(k, f"features read by node '{name}' come from channels laid out on another axis")
+    ctx.attach(b, 0, inp, "consumer", name)
+    ctx.consume(a, inp)
+    split = head_split(ctx, node.output[0], m)
+    if split is None:
+        out = ctx.produce(name, m)
+    else:
+        p, h, dh = split
+        out = tuple(Seg(ctx.produce(name, h)[0].space, 0, h, dh) for _ in range(p))
+    ctx.attach(b, 1, out, "producer", name)
+    _put(ctx, node.output[0], out, r - 1)
+
+
+def attention_matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str) -> None:
+    """q·kᵀ, attn·v: both operands carry heads on the same batch axis; they are coupled head by head."""
+    a, b, out = node.input[0], node.input[1], node.output[0]
+    ra, rb, ro = ctx.rank(a), ctx.rank(b), ctx.rank(out)
+    if None in (ra, rb, ro):
+        raise Unsupported("ranks unknown")
+    aa, ab = _int_axis(ctx, a, "MatMul"), _int_axis(ctx, b, "MatMul")
+    if aa >= ra - 2 or ab >= rb - 2:
+        raise Unsupported("multiplies two feature tensors along their channel axis")
+    oa, ob = aa + ro - ra, ab + ro - rb
+    if oa != ob or width(ctx.layout(a)) != width(ctx.layout(b)):
+        raise Unsupported("operands carry different channels on their batch axes")
+    _put(ctx, out, ctx.couple([ctx.layout(a), ctx.layout(b)], name), oa)
+
+
+def reshape(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """Keep / merge / split the channel axis: [N,C,H,W]→[N,C,HW]; [N,T,H,dh]→[N,T,H·dh]; [N,T,D]→[N,T,H,dh];
+    packed [N,T,3D]→[N,T,3,H,dh]. Heads merged with the batch axis are refused."""
+    x, out = node.input[0], node.output[0]
+    layout = ctx.layout(x)
+    a = _axis_of(ctx, x)
+    if a == 1:
+        try:
+            return orig.trace(ctx, node, name)
+        except Unsupported as e:
+            first = e
+    else:
+        first = None
+    if not isinstance(a, int):
+        raise Unsupported("reshapes the packed q/k/v tensor")
+    si, so = ctx.shape(x), ctx.shape(out)
+    if not (_ints(si) and _ints(so)):
+        raise first or Unsupported("shapes unknown")
+    w, inner = si[a], _prod(si[a + 1:])
+    new = None
+    for b in range(1, len(so)):  # kept: the same axis length with the same inner size
+        if so[b] == w and _prod(so[b + 1:]) == inner:
+            new = (layout, b)
+            break
+    if new is None:
+        for b in range(1, len(so)):  # merged with inner axes: channel c ↔ a block of features
+            for a1 in range(a + 1, len(si)):
+                if so[b] == _prod(si[a:a1 + 1]) and _prod(so[b + 1:]) == _prod(si[a1 + 1:]):
+                    new = (flatten(layout, _prod(si[a + 1:a1 + 1])), b)
+                    break
+            if new:
+                break
+    if new is None:
+        for b in range(1, len(so)):  # split into [H, dh] or [P, H, dh]
+            for k in (2, 3):
+                if b + k <= len(so) and _prod(so[b:b + k]) == w and _prod(so[b + k:]) == inner:
+                    q = _prod(so[b + 1:b + k])
+                    coarse = _coarsen(layout, q)
+                    if k == 2 and coarse is not None:
+                        new = (coarse, b)
+                    elif k == 2 and so[b] > 1 and len(layout) == so[b]:  # packed parts: [.., 3D] → [.., 3, D]
+                        parts = _parts(layout, so[b])
+                        new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
+                    elif k == 3:
+                        parts = [_coarsen(p, so[b + 2]) for p in _parts(layout, so[b])]
+                        if all(p is not None for p in parts):
+                            new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
+                    if new is None:
+                        raise Unsupported(f"splits the {w} channels of '{x}' into {' × '.join(map(str, so[b:b + k]))}"
+                                          " but they are single features, not whole heads")
+                    break
+            if new:
+                break
+    if new is None:
+        if first is not None:
+            raise first
+        raise Unsupported(f"reshapes the channel axis {a} ({_shape(si)} → {_shape(so)}): merges it with another "
+                          "axis (e.g. heads with the batch axis, [B·H, T, dh])")
+    _attach_target(ctx, node, new[0], name)
+    _put(ctx, out, new[0], new[1])
+
+
+def _shape(s: list) -> str:
+    return "[" + ", ".join("N" if i == 0 else str(d) for i, d in enumerate(s)) + "]"
+
+
+def _attach_target(ctx: TokenTraceContext, node: onnx.NodeProto, layout: Layout, name: str) -> None:
+    t = node.input[1]
+    if ctx.const(t) is None:
+        prod = _producers(ctx).get(t)
+        if prod is None or prod.op_type != "Concat" or any(
+                ctx.const(i) is None and ctx.shape(i) != [1] for i in prod.input):
+            raise Unsupported("target shape is computed at run time and may hold the channel count")
+    ctx.attach(t, 0, layout, "shape", name)
+
+
+def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
+    """The target entry on the output's channel axis := kept count (Parts: per part); constant or Concat pieces."""
+    out = node.output[0]
+    a = fx.axis(out)
+    if a == 1 and fx.axis(node.input[0]) == 1:
+        try:
+            fx.const(node.input[1])
+        except KeyError:
+            pass
+        else:
+            return fix_reshape(fx, node)
+    kept = int(fx.kept(out).sum())
+    pos, value = (a.ch, kept // a.n) if isinstance(a, Parts) else (a, kept)
+    t = node.input[1]
+    try:
+        v = fx.const(t)
+    except KeyError:
+        v = None
+    if v is not None:
+        if v[pos] > 0:
+            v = v.copy()
+            v[pos] = value
+            fx.set_input(node, 1, v)
+        return
+    cat = fx.producer(t)
+    off = 0
+    for i, piece in enumerate(cat.input):
+        try:
+            pv = fx.const(piece)
+        except KeyError:
+            pv = None  # computed at run time: a 1-element piece (Unsqueeze of a Shape entry)
+        n = 1 if pv is None else pv.size
+        if off <= pos < off + n:
+            if pv is None:  # e.g. Swin's C read from the stream's Shape: the kept width is a constant now
+                fx.set_input(cat, i, np.array([value], np.int64), new_name=f"{cat.name}__kept")
+            elif pv.reshape(-1)[pos - off] > 0:
+                pv = pv.reshape(-1).copy()
+                pv[pos - off] = value
+                fx.set_input(cat, i, pv.reshape(fx.const(piece).shape))
+            return
+        off += n
+
+
+def transpose(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    x = node.input[0]
+    r = ctx.rank(x)
+    perm = attr(node, "perm") or list(range(r - 1, -1, -1))
+    a = _axis_of(ctx, x)
+    new = Parts(perm.index(a.part), perm.index(a.ch), a.n) if isinstance(a, Parts) else perm.index(a)
+    _put(ctx, node.output[0], ctx.layout(x), new)
+
+
+def layer_norm(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """Normalising over the channel axis is the residual-stream stop; over other axes it passes channels."""
+    x = node.input[0]
+    layout, r = ctx.layout(x), ctx.rank(x)
+    a = _int_axis(ctx, x, "LayerNormalization")
+    if any(o for o in node.output[1:]):
+        raise Unsupported("LayerNormalization's mean / inverse std outputs are used")
+    first = _norm_axis(attr(node, "axis", -1), r)
+    if a < first:
+        for t in node.input[1:]:
+            if t and ctx.layout(t) is not None:
+                raise Unsupported("a parameter input depends on the feature maps")
+        return _put(ctx, node.output[0], layout, a)
+    why = (f"residual stream: LayerNormalization '{name}' normalises over these {width(layout)} features (its mean "
+           "and variance read every one of them), so none can be removed")
+    ctx.stop(layout, why)
+    _put(ctx, node.output[0], ctx.opaque(width(layout), why), a)
+
+
+def softmax(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    x = node.input[0]
+    r = ctx.rank(x)
+    a = _int_axis(ctx, x, node.op_type)
+    ax = _norm_axis(attr(node, "axis", -1 if ctx.opset >= 13 else 1), r)
+    if (a == ax) if ctx.opset >= 13 else (a >= ax):
+        raise Unsupported("normalises across channels")
+    ctx.set(node.output[0], ctx.layout(x), like=x)
+
+
+def elementwise(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """Operands broadcast from the right; features on the same output axis couple; constants along it are members."""
+    if not _is_token(ctx, node):
+        return orig.trace(ctx, node, name)
+    out = node.output[0]
+    ro, so = ctx.rank(out), ctx.shape(out)
+    if ro is None:
+        raise Unsupported("output rank unknown")
+    feats = []
+    for t in _feature_inputs(ctx, node):
+        a, s = _int_axis(ctx, t, node.op_type), ctx.shape(t)
+        if s is None:
+            raise Unsupported(f"shape of '{t}' unknown")
+        feats.append((t, a + ro - len(s), s, ro - len(s)))
+    # the output channel axis: one where every operand either carries its channels or is broadcast (size 1)
+    cands = {o for _, o, s, d in feats if s[o - d] != 1 or so is None or so[o] == 1}
+    ok = [o for o in cands if all(o2 == o or o - d < 0 or s[o - d] == 1 for _, o2, s, d in feats)]
+    if len(ok) != 1:
+        raise Unsupported("operands carry channels on different axes")
+    oa = ok[0]
+    main = []
+    for t, o, s, d in feats:
+        if o != oa or s[o - d] == 1 and (not isinstance(so[o], int) or so[o] != 1):
+            ctx.stop(ctx.layout(t), f"broadcast over the channel axis at node '{name}'")
+        else:
+            main.append(ctx.layout(t))
+    if not main:
+        raise Unsupported("no operand carries the output channels")
+    if len({width(m) for m in main}) > 1:
+        raise Unsupported("operand channel counts differ")
+    layout = ctx.couple(main, name)
+    c = width(layout)
+    for t in node.input:
+        if not t or ctx.layout(t) is not None:
+            continue
+        v = ctx.const(t)
+        if v is not None:
+            ai = oa - (ro - v.ndim)
+            if ai < 0 or v.shape[ai] == 1:
+                continue
+            if v.shape[ai] != c:
+                raise Unsupported(f"constant '{t}' does not broadcast per channel")
+            ctx.attach(t, ai, layout, "const", name)
+        else:
+            s = ctx.shape(t)
+            ai = None if s is None else oa - (ro - len(s))
+            if s is None or (ai >= 0 and s[ai] != 1):
+                raise Unsupported(f"operand '{t}' varies along the channels but is computed at run time")
+    _put(ctx, out, layout, oa)
+
+
+def _axes_of(ctx: TokenTraceContext, node: onnx.NodeProto, i: int = 1) -> list[int] | None:
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > i and node.input[i]:
+        v = ctx.const(node.input[i])
+        if v is None:
+            raise Unsupported("axes computed at run time")
+        axes = v.reshape(-1).tolist()
+    return axes
+
+
+def reduce(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    if not _is_token(ctx, node):
+        return orig.trace(ctx, node, name)
+    x = node.input[0]
+    a, r = _int_axis(ctx, x, node.op_type), ctx.rank(x)
+    axes = _axes_of(ctx, node)
+    if not axes:
+        raise Unsupported("reduces over all axes, including channels")
+    axes = {_norm_axis(v, r) for v in axes}
+    if a in axes or 0 in axes:
+        raise Unsupported("reduces over the batch or channel axis")
+    keep = attr(node, "keepdims", 1)
+    _put(ctx, node.output[0], ctx.layout(x), a if keep else a - sum(v < a for v in axes))
+
+
+def squeeze(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule | None) -> None:
+    x, out = node.input[0], node.output[0]
+    r, ro = ctx.rank(x), ctx.rank(out)
+    a = _axis_of(ctx, x)
+    axes = _axes_of(ctx, node)
+    if node.op_type == "Squeeze":
+        if axes is None:
+            s = ctx.shape(x)
+            axes = [i for i, d in enumerate(s) if d == 1] if s else None
+        if axes is None:
+            raise Unsupported("squeezed axes unknown")
+        axes = {_norm_axis(v, r) for v in axes}
+
+        def move(i: int) -> int:
+            return i - sum(v < i for v in axes)
+        if isinstance(a, Parts):
+            if a.part in axes and a.n == 1:
+                return _put(ctx, out, ctx.layout(x), move(a.ch))
+            if a.ch in axes or a.part in axes:
+                raise Unsupported("squeezes the channel axis")
+            return _put(ctx, out, ctx.layout(x), Parts(move(a.part), move(a.ch), a.n))
+        if a in axes:
+            raise Unsupported("squeezes the channel axis")
+        return _put(ctx, out, ctx.layout(x), move(a))
+    if axes is None or ro is None:
+        raise Unsupported("unsqueezed axes unknown")
+    axes = {_norm_axis(v, ro) for v in axes}
+    kept = [i for i in range(ro) if i not in axes]
+    new = Parts(kept[a.part], kept[a.ch], a.n) if isinstance(a, Parts) else kept[a]
+    _put(ctx, out, ctx.layout(x), new)
+
+
+def gather(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule | None) -> None:
+    """q = qkv[0] (the packed part axis), x[:, 0] (a token), embedding rows (ids → opaque features)."""
+    data, idx, out = node.input[0], node.input[1], node.output[0]
+    ld = ctx.layout(data)
+    if ld is None:  # embedding lookup: the gathered rows are features no rule follows back to the table
+        s = ctx.shape(out)
+        if s is None or not isinstance(s[-1], int) or ctx.const(data) is None or ctx.const(data).ndim != 2:
+            raise Unsupported("gathers with computed indices")
+        why = f"residual stream: embedding rows gathered by node '{name}'"
+        return _put(ctx, out, ctx.opaque(s[-1], why), len(s) - 1)
+    if ctx.layout(idx) is not None:
+        raise Unsupported("indices depend on the feature maps")
+    r = ctx.rank(data)
+    g = _norm_axis(attr(node, "axis", 0), r)
+    iv = ctx.const(idx)
+    ri = ctx.rank(idx)
+    if ri is None:
+        raise Unsupported("index rank unknown")
+    a = _axis_of(ctx, data)
+
+    def move(i: int) -> int:
+        return i if i < g else i - 1 + ri
+    if isinstance(a, Parts):
+        if g == a.part:
+            if iv is None or iv.ndim != 0:
+                raise Unsupported("picks packed parts with computed or several indices")
+            part = _parts(ld, a.n)[int(iv) % a.n]
+            return _put(ctx, out, part, a.ch - 1 if a.ch > g else a.ch)
+        if g == a.ch:
+            raise Unsupported("gathers along the channel axis")
+        return _put(ctx, out, ld, Parts(move(a.part), move(a.ch), a.n))
+    if g == a:
+        raise Unsupported("gathers along the channel axis")
+    _put(ctx, out, ld, move(a))
+
+
+def slice_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    if not _is_token(ctx, node):
+        return orig.trace(ctx, node, name)
+    x = node.input[0]
+    a = _int_axis(ctx, x, "Slice")
+    r = ctx.rank(x)
+    if len(node.input) > 3 and node.input[3]:
+        axes = ctx.const(node.input[3])
+        if axes is None:
+            raise Unsupported("slice axes computed at run time")
+        axes = [_norm_axis(int(v), r) for v in axes.reshape(-1)]
+    else:
+        starts = ctx.const(node.input[1])
+        if starts is None:
+            raise Unsupported("slice starts computed at run time")
+        axes = list(range(starts.size))
+    if a in axes:
+        raise Unsupported("slices the feature axis of a token tensor")
+    _put(ctx, node.output[0], ctx.layout(x), a)
+
+
+def split(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    if not _is_token(ctx, node):
+        return orig.trace(ctx, node, name)
+    x = node.input[0]
+    a = _axis_of(ctx, x)
+    g = _norm_axis(attr(node, "axis", 0), ctx.rank(x))
+    layout = ctx.layout(x)
+    if isinstance(a, Parts) and g == a.part:
+        parts = _parts(layout, a.n)
+        if len(node.output) != a.n:
+            raise Unsupported("splits the packed parts unevenly")
+        for o, p in zip(node.output, parts):
+            _put(ctx, o, p, Parts(a.part, a.ch, 1))
+        return
+    if g == (a.ch if isinstance(a, Parts) else a):
+        raise Unsupported("splits the feature axis of a token tensor")
+    for o in node.output:
+        if o:
+            _put(ctx, o, layout, a)
+
+
+def concat(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    if not _is_token(ctx, node):
+        return orig.trace(ctx, node, name)
+    out = node.output[0]
+    ro = ctx.rank(out)
+    c = _norm_axis(attr(node, "axis"), ro)
+    axes = {_int_axis(ctx, t, "Concat") for t in _feature_inputs(ctx, node)}
+    if len(axes) != 1:
+        raise Unsupported("inputs carry their channels on different axes")
+    a = axes.pop()
+    if c == a:  # features end to end (Swin's patch merging): as the axis-1 Concat
+        parts: list = []
+        for t in node.input:
+            lay = ctx.layout(t)
+            if lay is None:
+                s = ctx.shape(t)
+                if s is None or not isinstance(s[a], int):
+                    raise Unsupported(f"channel count of '{t}' unknown")
+                lay = ctx.opaque(s[a], f"constant channels '{t}' concatenated at node '{name}'")
+            parts.extend(lay)
+        return _put(ctx, out, tuple(parts), a)
+    feats = [ctx.layout(t) for t in _feature_inputs(ctx, node)]
+    layout = ctx.couple(feats, name)
+    for t in node.input:
+        if t and ctx.layout(t) is None:
+            v = ctx.const(t)
+            if v is not None and v.ndim == ro and v.shape[a] == width(layout):
+                ctx.attach(t, a, layout, "const", name)
+            else:
+                ctx.stop(layout, f"a computed constant (e.g. a class token) is concatenated along tokens at node "
+                                 f"'{name}'")
+    _put(ctx, out, layout, a)
+
+
+def shape_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """Shape of a token tensor read only at other axes (Gather of a constant index, Slice of a range) is harmless."""
+    x = node.input[0]
+    a = _axis_of(ctx, x)
+    r = ctx.rank(x)
+    ch = {a.part, a.ch} if isinstance(a, Parts) else {a}
+    start, end = attr(node, "start", 0), attr(node, "end", r)
+    start, end = _norm_axis(start, r), min(_norm_axis(end, r) if end is not None else r, r)
+    read = set(range(start, end))
+    if not (ch & read):
+        return
+    for n in _consumers(ctx).get(node.output[0], []):
+        if n.op_type == "Gather" and ctx.const(n.input[1]) is not None:
+            if {start + int(i) % (end - start) for i in ctx.const(n.input[1]).reshape(-1)} & ch:
+                return orig.trace(ctx, node, name)
+        elif n.op_type == "Slice" and all(ctx.const(i) is not None for i in n.input[1:3]):
+            s0, e0 = int(ctx.const(n.input[1]).reshape(-1)[0]), int(ctx.const(n.input[2]).reshape(-1)[0])
+            s0, e0 = (s0 + (end - start) if s0 < 0 else s0), (e0 + (end - start) if e0 < 0 else e0)
+            if {start + i for i in range(max(s0, 0), min(e0, end - start))} & ch:
+                return orig.trace(ctx, node, name)
+        else:
+            return orig.trace(ctx, node, name)
+
+
+def _guard(op: str, orig: OpRule) -> Callable:
+    def trace(ctx: TokenTraceContext, node: onnx.NodeProto, name: str) -> None:
+        if not _is_token(ctx, node):
+            return orig.trace(ctx, node, name)
+        if op in SAFE_UNARY:
+            return pass_through(ctx, node, name)
+        raise Unsupported(f"{op} on channels laid out on axis {_axis_of(ctx, _feature_inputs(ctx, node)[0])} "
+                          "(tokens: features last) is not followed")
+    return trace
+
+
+TOKEN_TRACE = {"MatMul": matmul, "Gemm": matmul, "Reshape": reshape, "Transpose": transpose,
+               "LayerNormalization": layer_norm, "Softmax": softmax, "LogSoftmax": softmax, "Slice": slice_,
+               "Split": split, "Concat": concat, "Shape": shape_,
+               **{op: elementwise for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu", "Sum",
+                                             "Mean")},
+               **{op: reduce for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2",
+                                        "ReduceProd", "ReduceLogSumExp", "ReduceSumSquare")}}
+NEW = {"Gather": ("index", gather), "Squeeze": ("index", squeeze), "Unsqueeze": ("index", squeeze)}
+KIND = {"Transpose": "index", "LayerNormalization": "stop", "Softmax": "pass", "LogSoftmax": "pass", "Shape": "pass"}
+
+
+def _wrap(op: str, orig: OpRule) -> OpRule:
+    fn = TOKEN_TRACE.get(op)
+    if fn is None:
+        return OpRule(orig.kind, _guard(op, orig), orig.fix)
+
+    def trace(ctx, node, name, fn=fn, orig=orig):
+        return fn(ctx, node, name, orig)
+    fix = fix_token_reshape if op == "Reshape" else _fix_dispatch(orig.fix)
+    return OpRule(KIND.get(op, orig.kind), trace, fix)
+
+
+def _fix_dispatch(fix: Callable | None) -> Callable | None:
+    if fix is None:
+        return None
+
+    def run(fx: TokenFixContext, node: onnx.NodeProto) -> None:
+        if hasattr(fx, "axis") and any(fx.axis(t) != 1 for t in node.input[:1]):
+            raise Unsupported(f"node '{node.name}': no shape fix for channels on a token axis")
+        return fix(fx, node)
+    return run
+
+
+def token_rules(rules: dict[str, OpRule]) -> dict[str, OpRule]:
+    """Every rule of `rules` wrapped for channel-last tensors, plus the ops only transformers need."""
+    out = {op: _wrap(op, r) for op, r in rules.items()}
+    for op, (kind, fn) in NEW.items():
+        out[op] = OpRule(kind, lambda ctx, node, name, fn=fn: fn(ctx, node, name, None))
+    return out
+
+
+def is_token_tensor(axis: object) -> bool:
+    return axis != 1
+
+
+__all__ = ["token_rules", "head_split", "Parts", "TokenTraceContext", "TokenFixContext", "positions"]

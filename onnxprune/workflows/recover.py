@@ -1,0 +1,74 @@
+"""Recovery as a stage: train the pruned model against the dense one (distillation in PyTorch, `recover/`), check
+what comes back, and say what it cost. Used by `prune`/`compress` (after the re-fit) and by `onnxprune recover`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import onnx
+
+from ..errors import OnnxPruneError
+from ..io.data import Dataset
+from ..io.model import validate
+from ..select.plan import PruneSettings
+
+if TYPE_CHECKING:
+    from ..recover.distill import RecoveryReport
+
+
+@dataclass
+class RecoverResult:
+    model: onnx.ModelProto
+    report: RecoveryReport
+    output: Path
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), **self.report.to_dict()}
+
+    def summary(self) -> str:
+        return f"wrote {self.output}: {describe(self.report)}"
+
+
+def torch_available() -> None:
+    """Recovery trains in PyTorch, an optional extra: say how to get it rather than fail deep inside."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise OnnxPruneError("recovery trains the model in PyTorch, which is not installed: pip install "
+                             "'onnxprune[torch]' (CPU build: pip install torch --index-url "
+                             "https://download.pytorch.org/whl/cpu)") from None
+
+
+def recover_model(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: Dataset, *, epochs: int,
+                  seconds: float | None = None, labels: bool = False, augment: bool | None = None, seed: int = 0
+                  ) -> tuple[onnx.ModelProto, RecoveryReport]:
+    """The pruned model with its initializers trained to agree with `dense` on `data` (same graph, same names;
+    unstructured zeros stay zero), validated."""
+    torch_available()
+    from ..recover.distill import recover
+
+    if labels and not data.labelled:
+        raise OnnxPruneError(f"{data.source or 'the recovery data'} has no labels ('y'): drop --recover-labels "
+                             f"(distillation needs none)")
+    model, report = recover(pruned, dense, data, epochs=epochs, time_budget_s=seconds, labels=labels,
+                            augment=augment, seed=seed)
+    validate(model)
+    return model, report
+
+
+def recover_with(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: Dataset, settings: PruneSettings
+                 ) -> tuple[onnx.ModelProto, RecoveryReport]:
+    """`recover_model` as a pruning run's settings ask for it."""
+    return recover_model(pruned, dense, data, epochs=settings.recover_epochs, seconds=settings.recover_seconds,
+                         labels=settings.recover_labels, augment=settings.augment, seed=settings.seed)
+
+
+def describe(report: RecoveryReport) -> str:
+    """One line for the report: what ran, how long, and the held-out agreement before → after."""
+    before, after = report.agreement_before, report.agreement_after
+    agree = f"held-out agreement with the dense model {before:.3f} → {after:.3f}; " if None not in (before, after) else ""
+    return (f"recovery: {report.epochs_run} epoch(s) of distillation from the dense model on {report.train_samples} "
+            f"samples ({report.stopped}; {agree}{report.wall_s:.0f} s, {report.cpu_s:.0f} CPU-s, "
+            f"{report.threads} thread(s); augmentation: {report.augment})")

@@ -1,0 +1,174 @@
+"""Small seeded transformer graphs exported by both torch exporters, for the equivalence suite.
+
+`export(module, x, dynamo=...)` returns the normalised ModelProto (as `load_model` gives it). Modules:
+ViT-style blocks with packed qkv or separate q/k/v projections, GELU (Erf form) or ReLU MLPs, an optional additive
+attention mask fed as a second input, and a ConvNeXt block (channel-last MLP between two Transposes).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from onnxprune.io.model import normalise
+
+
+class SepAttention(nn.Module):
+    """BERT-style: separate q, k, v projections, heads split by view, optional additive mask [N, T] → [N, 1, 1, T]."""
+
+    def __init__(self, dim: int, heads: int, tokens: int) -> None:
+        super().__init__()
+        self.h, self.dh, self.t = heads, dim // heads, tokens
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, self.t, self.h, self.dh).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        s = q @ k.transpose(-1, -2) / self.dh ** 0.5
+        if mask is not None:
+            s = s + (1.0 - mask[:, None, None, :]) * -10000.0
+        a = torch.softmax(s, -1) @ v
+        return self.o(a.transpose(1, 2).reshape(-1, self.t, self.h * self.dh))
+
+
+class HFAttention(SepAttention):
+    """Hugging Face BERT style: head split and merge with shapes computed from `x.size()` (Shape → Gather → Concat
+    in the TorchScript graph with a dynamic batch), the merge width read from the input's shape (as Swin does)."""
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.size()[:-1], self.h, self.dh).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        s = torch.matmul(q, k.transpose(-1, -2)) / self.dh ** 0.5
+        if mask is not None:
+            s = s + (1.0 - mask[:, None, None, :]) * -10000.0
+        a = torch.matmul(torch.softmax(s, -1), v).permute(0, 2, 1, 3).contiguous()
+        return self.o(a.view(*a.size()[:-2], x.size(-1)))
+
+
+class PackedAttention(nn.Module):
+    """timm / our ViT: one qkv projection reshaped to [N, T, 3, H, dh] and permuted."""
+
+    def __init__(self, dim: int, heads: int, tokens: int) -> None:
+        super().__init__()
+        self.h, self.dh, self.t = heads, dim // heads, tokens
+        self.qkv, self.o = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        qkv = self.qkv(x).reshape(-1, self.t, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        s = (q @ k.transpose(-2, -1)) * self.dh ** -0.5
+        if mask is not None:
+            s = s + (1.0 - mask[:, None, None, :]) * -10000.0
+        a = torch.softmax(s, -1) @ v
+        return self.o(a.transpose(1, 2).reshape(-1, self.t, self.h * self.dh))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, tokens: int, packed: bool, act: str) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = {True: PackedAttention, False: SepAttention, "hf": HFAttention}[packed](dim, heads, tokens)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU() if act == "gelu" else nn.ReLU(),
+                                 nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.n1(x), mask)
+        return x + self.mlp(self.n2(x))
+
+
+class Encoder(nn.Module):
+    """Token input [N, T, F_in] → embedding Linear → blocks → LayerNorm → mean over tokens → classifier."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, hidden: int = 24, tokens: int = 5, depth: int = 2,
+                 packed: bool = True, act: str = "gelu", masked: bool = False, f_in: int = 6) -> None:
+        super().__init__()
+        self.masked = masked
+        self.embed = nn.Linear(f_in, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, hidden, tokens, packed, act) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x)
+        for b in self.blocks:
+            x = b(x, mask if self.masked else None)
+        return self.head(self.norm(x).mean(1))
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.ln = nn.LayerNorm(c)
+        self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.rand(c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(nn.functional.gelu(self.fc1(self.ln(y)))).permute(0, 3, 1, 2)
+        return x + self.gamma * y
+
+
+class ConvNeXtTiny(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 2, 2)
+        self.blocks = nn.Sequential(ConvNeXtBlock(c), ConvNeXtBlock(c))
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+VARIANTS = {  # fixture name: Encoder keyword arguments
+    "packed": dict(packed=True), "separate": dict(packed=False),
+    "separate_mask_relu": dict(packed=False, masked=True, act="relu"), "packed_mask": dict(packed=True, masked=True),
+    "hf_mask": dict(packed="hf", masked=True),
+}
+
+
+def randomise(module: nn.Module, seed: int) -> nn.Module:
+    """Seeded weights with non-trivial biases and LayerNorm affines (so zeroed channels are visible)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim > 1 else 0.2) + (1.0 if p.ndim == 1 and
+                                                                                       p.shape[0] and False else 0))
+    return module.eval()
+
+
+def export(module: nn.Module, inputs: tuple, dynamo: bool = False, opset: int = 17) -> onnx.ModelProto:
+    names = ["x", "mask"][:len(inputs)]
+    buf = io.BytesIO()
+    if dynamo:
+        prog = torch.onnx.export(module, inputs, dynamo=True, input_names=names, output_names=["y"],
+                                 opset_version=max(opset, 18), verbose=False)
+        model = prog.model_proto
+    else:
+        torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["y"], dynamic_axes={n: {0: "batch"} for n in names + ["y"]})
+        model = onnx.load_from_string(buf.getvalue())
+    return normalise(model)
+
+
+def encoder_inputs(module: Encoder, n: int = 2, seed: int = 0) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, module.blocks[0].attn.t, module.embed.in_features, generator=g)
+    if not module.masked:
+        return (x,)
+    mask = torch.ones(n, module.blocks[0].attn.t)
+    mask[0, -2:] = 0
+    return (x, mask)
+
+
+def numpy_feed(model: onnx.ModelProto, inputs: tuple) -> dict[str, np.ndarray]:
+    inits = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    return {k: v.numpy() for k, v in zip(names, inputs)}
