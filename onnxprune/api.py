@@ -151,7 +151,7 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, tolerance: float, 
                  cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
                  pvalue=pvalue, control=control)
     if output is not None:
-        if result.candidate is None:
+        if not result.prunes:
             raise OnnxPruneError(f"nothing written: {result.nothing_certified()}")
         save_model(result.candidate.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
     return result
@@ -161,8 +161,10 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, *, ratio: flo
           calib: str | Path | Dataset | None = None, mode: Literal["structured", "unstructured"] | None = None,
           criterion: str | None = None, alpha: float | None = None, reconstruct: bool | None = None,
           protect: Sequence[str] | None = None, settings: PruneSettings | None = None,
-          plan_out: str | Path | None = None, stats: str | Path | Stats | None = None) -> PruneResult:
+          plan_out: str | Path | None = None, stats: str | Path | Stats | None = None,
+          ray: str | None = None) -> PruneResult:
     """Prune once at `ratio` (`onnxprune prune`): writes the model (never over the input) and, if asked, the plan.
+    `ray`: run the statistics pass on Ray (as in `stats`).
 
     Without `calib`, the one calib_data/*calib*.npz (under the current directory) that fits the model is used, as
     `compress` does; with none, only data-free criteria work (magnitude, l1/l2, bn) and no least-squares re-fit is
@@ -176,8 +178,12 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, *, ratio: flo
     check_writable(output, inputs=inputs)  # before any work
     if plan_out:
         check_writable(plan_out, inputs=inputs, what="plan")
+    if ray is not None:
+        from .stats.distributed import ray_module
+
+        ray_module()  # a clear error before any work when Ray is not installed
     m = as_model(model)
-    r = _prune(m, None if calib is None else as_dataset(calib, m), s, _stats(stats))
+    r = _prune(m, None if calib is None else as_dataset(calib, m), s, _stats(stats), ray=ray)
     save_model(r.model, output, inputs=() if isinstance(model, onnx.ModelProto) else (model,))
     if plan_out:
         r.plan.save(plan_out)
@@ -186,7 +192,7 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, *, ratio: flo
 
 def recover(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, output: str | Path, *,
             epochs: int = 10, seconds: float | None = None, labels: bool = False, augment: bool | None = None,
-            seed: int = 0) -> RecoverResult:
+            seed: int = 0, batch_size: int = 64) -> RecoverResult:
     """Recover accuracy (`onnxprune recover`): train `pruned`'s initializers in PyTorch to agree with `reference`
     (the dense model) on `data` — label-free distillation, plus cross-entropy with `labels` — and write the same
     graph with the trained values to `output` (unstructured zeros stay zero; BatchNorm statistics re-estimated).
@@ -196,7 +202,7 @@ def recover(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset,
 
     m, ref = as_model(pruned), as_model(reference)
     model, report = recover_model(m, ref, as_dataset(data, m), epochs=epochs, seconds=seconds, labels=labels,
-                                  augment=augment, seed=seed)
+                                  augment=augment, seed=seed, batch_size=batch_size)
     save_model(model, output, inputs=tuple(x for x in (pruned, reference) if not isinstance(x, onnx.ModelProto)))
     return RecoverResult(model, report, Path(output))
 
@@ -219,15 +225,21 @@ def apply(model: str | Path | onnx.ModelProto, plan: str | Path | Plan, output: 
 
 def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | None = None,
           criteria: str | list[str] | tuple[str, ...] = ("fscreen",), batch_size: int = 256,
-          labels: str = "auto") -> Stats:
+          labels: str = "auto", ray: str | None = None, shards: int | None = None) -> Stats:
     """One streaming onnxruntime pass → finalized activation statistics for `criteria` (saved to `output` if given).
 
     criteria ⊆ {fscreen, apoz, wanda, ri, gram, all}; labels: auto (y if present, else the model's predictions),
     true, or predicted (label-free mode, recorded in `Stats.label_mode`).
+    ray: "auto" / "local" / a cluster address: the pass runs as Ray tasks over `shards` sample ranges (default: one
+    per cluster CPU) and their accumulators are merged — equal to the single-process result (stats/distributed.py).
     """
     from .criteria.needs import default_requests
     from .stats import collect
 
+    if ray is not None:
+        from .stats.distributed import ray_module
+
+        ray_module()  # a clear error before any work when Ray is not installed
     if output is not None:
         from .io.model import check_writable
 
@@ -237,7 +249,13 @@ def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | No
     reqs = default_requests(m, criteria)
     if not reqs:
         raise OnnxPruneError("the model has no Gemm, MatMul (constant weight) or Conv layers to collect statistics for")
-    st = collect(m, data, reqs, batch_size=batch_size, labels=labels)
+    if ray is None:
+        st = collect(m, data, reqs, batch_size=batch_size, labels=labels)
+    else:
+        from .stats.distributed import collect_sharded, default_shards, ray_runner
+
+        st = collect_sharded(m, data, reqs, shards=shards or default_shards(ray), batch_size=batch_size,
+                             labels=labels, runner=ray_runner(ray))
     names = criteria.replace(",", " ").split() if isinstance(criteria, str) else criteria
     st.meta["criteria"] = sorted(set(names))
     st.meta["calib"] = str(calib) if not isinstance(calib, Dataset) else (calib.source or "<dataset>")

@@ -11,7 +11,7 @@ from .prune import show
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
-@click.option("--calib", type=click.Path(dir_okay=False),
+@click.option("--calib", type=click.Path(),
               help="Needed when the plan was made with --reconstruct: the same calibration data, to re-fit.")
 @json_option
 def apply_cmd(model: str, plan: str, output: str, calib: str | None, as_json: bool) -> None:

@@ -8,9 +8,9 @@ from ._common import DEFAULT_GRID, delta_option, emit_json, json_option, pruning
 
 @click.command("certify")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--calib", required=True, type=click.Path(dir_okay=False),
+@click.option("--calib", required=True, type=click.Path(),
               help="Labelled (or unlabelled) .npz, split (seeded) into a scoring half and a certification half.")
-@click.option("--cert-data", type=click.Path(dir_okay=False),
+@click.option("--cert-data", type=click.Path(),
               help="Separate certification .npz sharing no sample with --calib; then all of --calib is used for "
                    "scoring.")
 @click.option("--tolerance", required=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -51,5 +51,5 @@ def certify_cmd(model, calib, cert_data, tolerance, delta, grid, pvalue, control
     print_table(f"{settings.mode} / {settings.criterion}: risk ≤ {tolerance} with probability ≥ {1 - delta:.2f}",
                 ["ratio", "risk", "p-value", "certified"],
                 [[x["label"], x["risk"], x["p_value"], x["verdict"]] for x in certification_rows(d)])
-    click.echo(run.nothing_certified() if run.candidate is None else f"certified ratio: {d['certified_ratio']:.2f}"
+    click.echo(run.nothing_certified() if not run.prunes else f"certified ratio: {d['certified_ratio']:.2f}"
                + (f"; wrote the certified model to {output}" if output else ""))

@@ -10,7 +10,7 @@ from ._common import emit_json, json_option, pruning_options
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
-@click.option("--calib", type=click.Path(dir_okay=False),
+@click.option("--calib", type=click.Path(),
               help="Calibration .npz (statistics, re-fit). Default: the one calib_data/*calib*.npz that fits.")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Fraction of the prunable channels (or, unstructured, weights) to remove.")
@@ -18,13 +18,15 @@ from ._common import emit_json, json_option, pruning_options
               help="Reuse statistics saved by `onnxprune stats -o` for this model instead of a new pass.")
 @pruning_options
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Save every mask decision (JSON) for `apply`.")
+@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS",
+              help="Run the statistics pass as Ray tasks over sample shards (as `onnxprune stats --ray`).")
 @json_option
 def prune_cmd(model: str, output: str, calib: str | None, ratio: float, stats_file: str | None, settings,
-              plan_out: str | None, as_json: bool) -> None:
+              plan_out: str | None, ray_address: str | None, as_json: bool) -> None:
     """Prune MODEL once at --ratio (channels, or weights with --mode unstructured) and write the result to -o."""
     from .. import api
 
-    r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out, stats=stats_file)
+    r = api.prune(model, output, calib=calib, settings=settings, plan_out=plan_out, stats=stats_file, ray=ray_address)
     show(r.report, output, plan_out, as_json)
 
 

@@ -9,7 +9,7 @@ from ._common import emit_json, json_option
 @click.command("recover")
 @click.argument("pruned", type=click.Path(dir_okay=False))
 @click.option("--reference", required=True, type=click.Path(dir_okay=False), help="The dense model (the teacher).")
-@click.option("--data", required=True, type=click.Path(dir_okay=False),
+@click.option("--data", required=True, type=click.Path(),
               help="Training data (.npz: x, optional y) — your training set, or the calibration data.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Recovered .onnx path.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(0),
@@ -19,15 +19,16 @@ from ._common import emit_json, json_option
 @click.option("--labels", is_flag=True, help="Add cross-entropy on the data's labels to the distillation loss.")
 @click.option("--augment/--no-augment", default=None,
               help="Data augmentation (default: random crop + flip for colour images, small shifts for grey ones).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Samples per training step.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and thread count, same bytes.")
 @json_option
-def recover_cmd(pruned, reference, data, output, epochs, seconds, labels, augment, seed, as_json) -> None:
+def recover_cmd(pruned, reference, data, output, epochs, seconds, labels, augment, batch_size, seed, as_json) -> None:
     """Recover the accuracy PRUNED lost: distillation from --reference on --data, in PyTorch, written back into
     the same ONNX initializers."""
     from .. import api
 
     r = api.recover(pruned, reference, data, output, epochs=epochs, seconds=seconds, labels=labels, augment=augment,
-                    seed=seed)
+                    seed=seed, batch_size=batch_size)
     if as_json:
         emit_json(r.to_dict())
     else:

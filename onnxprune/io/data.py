@@ -5,6 +5,10 @@ or a silently wrong model: shapes and dtypes against the inputs, every value fin
 weights), labels integers in [0, K) where K is the class count the model's output gives. Arrays stay in their
 stored dtype (uint8 images stay small) and are cast per batch. A model that fixes its batch size (batch 1 is the
 `torch.onnx.export` default) is always fed batches of exactly that size, whatever batch size a caller asks for.
+
+Besides one `.npz`, a data path may be a folder of `.npy` memmaps or of `.npz` shards (`io/shards.py`): inputs are
+then `LazyArray`s read batch by batch, so memory stays flat in the number of samples; every check below reads them
+in chunks. Labels (`y`, N integers) are always read into memory.
 """
 from __future__ import annotations
 
@@ -19,6 +23,23 @@ import onnx
 from ..errors import OnnxPruneError
 from ..progress import say
 from .runtime import InputSpec, input_specs
+from .shards import LazyArray, read_dir
+
+
+def take_rows(a, idx):
+    """`a[idx]` for a numpy array; a lazy view (nothing read) for a `LazyArray`."""
+    return a.take(idx) if isinstance(a, LazyArray) else a[idx]
+
+
+def row_range(a, i: int, j: int):
+    """Samples i..j-1: a numpy view, or a lazy view of a `LazyArray`."""
+    return a.take(slice(i, j)) if isinstance(a, LazyArray) else a[i:j]
+
+
+def chunk_rows(a, budget: int = 1 << 26) -> int:
+    """Samples per chunk for a pass over `a` that holds at most ~`budget` bytes (and at most CHUNK samples)."""
+    per = max(1, int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(a.dtype).itemsize)
+    return max(1, min(CHUNK, budget // per))
 
 
 @dataclass
@@ -71,14 +92,22 @@ class Dataset:
         b = self.fixed_batch
         if b and len(idx) % b and len(idx) > b:
             idx = idx[:len(idx) - len(idx) % b]
-        return Dataset({k: v[idx] for k, v in self.inputs.items()},
+        return Dataset({k: take_rows(v, idx) for k, v in self.inputs.items()},
                        None if self.labels is None else self.labels[idx], self.specs, self.source, list(self.notes))
+
+    def range(self, i: int, j: int) -> "Dataset":
+        """Samples i..j-1 as views (lazy for folder data): what a distributed pass hands each task."""
+        return Dataset({k: row_range(v, i, j) for k, v in self.inputs.items()},
+                       None if self.labels is None else self.labels[i:j], self.specs, self.source, list(self.notes))
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (in memory), or of a folder of .npy memmaps / .npz shards (lazy, `io/shards.py`)."""
     p = Path(path)
+    if p.is_dir():
+        return read_dir(p)
     if not p.is_file():
-        raise OnnxPruneError(f"{p}: no such data file")
+        raise OnnxPruneError(f"{p}: no such data file or folder")
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -116,6 +145,8 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
         check_finite(inputs[s.name], f"{path}: array for '{s.name}'")
     labels = arrays.get("y")
     notes: list[str] = []
+    if isinstance(labels, LazyArray):
+        labels = labels[:]  # N integers: kept in memory
     if labels is not None:
         if labels.ndim != 1 or len(labels) != n:
             raise OnnxPruneError(f"{path}: 'y' has shape {labels.shape}; expected ({n},) integer class labels")
@@ -141,8 +172,8 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
         if n < b:
             raise OnnxPruneError(f"{path}: {n} samples, but the model fixes its batch size to {b}; give at least {b}")
         m = n - n % b  # a slice, not a copy
-        ds = Dataset({k: v[:m] for k, v in inputs.items()}, None if labels is None else labels[:m], specs, str(path),
-                     notes)
+        ds = Dataset({k: row_range(v, 0, m) for k, v in inputs.items()}, None if labels is None else labels[:m],
+                     specs, str(path), notes)
         ds.notes.append(f"the model fixes its batch size to {b}: using the first {len(ds)} of {n} samples")
     return ds
 
@@ -156,8 +187,9 @@ def check_finite(a: np.ndarray, what: str) -> None:
         return
     bad: list[int] = []
     total = 0
-    for i in range(0, len(a), CHUNK):
-        rows = ~np.isfinite(a[i:i + CHUNK].reshape(min(CHUNK, len(a) - i), -1)).all(axis=1)
+    step = chunk_rows(a)
+    for i in range(0, len(a), step):
+        rows = ~np.isfinite(np.asarray(a[i:i + step]).reshape(min(step, len(a) - i), -1)).all(axis=1)
         hits = np.flatnonzero(rows)
         total += len(hits)
         bad.extend((hits[:5 - len(bad)] + i).tolist() if len(bad) < 5 else [])

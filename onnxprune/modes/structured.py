@@ -124,10 +124,10 @@ class Structured:
         analysed = analyse(dense)
         rows = []
         for g in analysed:
-            if g.prunable:
-                kept = len(plan.channels.get(g.id, range(g.size)))
-                rows.append({"layer": g.id, "weight": g.id, "op": "channels", "weights": g.size, "kept": kept,
-                             "sparsity": 1.0 - kept / g.size, "protected": False, "shape": [g.size],
+            if g.prunable:  # counted in channels of the tensors (a grouped conv's unit stands for `tiles` channels)
+                kept = len(plan.channels.get(g.id, range(g.size))) * g.tiles
+                rows.append({"layer": g.id, "weight": g.id, "op": "channels", "weights": g.channels, "kept": kept,
+                             "sparsity": 1.0 - kept / g.channels, "protected": False, "shape": [g.channels],
                              "pruned_shape": [kept]})
         total, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
         c0, c1 = count(dense), count(pruned)
@@ -141,8 +141,8 @@ class Structured:
         }
 
     def kept(self, scores: ChannelScores, plan: Plan) -> dict[str, tuple[int, int]]:
-        """Group id → (kept, total) channels, for reports."""
-        return {g.id: (len(plan.channels.get(g.id, range(g.size))), g.size) for g in scores.groups}
+        """Group id → (kept, total) channels of the tensors, for reports."""
+        return {g.id: (len(plan.channels.get(g.id, range(g.size))) * g.tiles, g.channels) for g in scores.groups}
 
 
 def _rescaled(v: np.ndarray) -> np.ndarray:

@@ -65,9 +65,8 @@ def kept_plot(kept: dict[str, tuple[int, int]], path: Path) -> Path:
 def _short(name: str, width: int = 22) -> str:
     """A readable label: exporter paths like '/layer1/layer1.0/conv1/Conv' become 'layer1.0/conv1'."""
     parts = [x for x in name.split("/") if x]
-    if len(parts) > 1 and parts[-1][:1].isupper():
-        parts = parts[:-1]  # the trailing op name
-    label = "/".join(parts[-2:]) if len(parts) > 1 else (parts[0] if parts else name)
+    op = parts.pop() if len(parts) > 1 and parts[-1][:1].isupper() else ""  # the trailing op name
+    label = "/".join(parts[-2:]) if len(parts) > 1 else (f"{parts[0]} {op}".strip() if parts else name)
     return label if len(label) <= width else "…" + label[-(width - 1):]
 
 

@@ -349,7 +349,7 @@ def _probe_size(model: onnx.ModelProto, infos: dict[str, TensorInfo]) -> int:
 
 
 def _shifts(sess, model: onnx.ModelProto, data: Dataset, plan: _Plan, infos: dict[str, TensorInfo],
-            labels: np.ndarray | None) -> dict[str, np.ndarray]:
+            labels: np.ndarray | None, probe: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The shift each tensor's class sums are taken about (fed as `Tap.shift_input`): its first sample's values.
 
     One data point shared by all batches: their sums then add up without re-basing, constant (or dead) features give
@@ -357,9 +357,9 @@ def _shifts(sess, model: onnx.ModelProto, data: Dataset, plan: _Plan, infos: dic
     sample seen too. Read from the `class_first` taps by one run on the first sample (`_probe_size`) before the pass.
     """
     n = _probe_size(model, infos)
-    feed = next(data.batches(n))
+    feed = dict(probe) if probe is not None else next(data.batches(n))
     if labels is not None:
-        feed[LABELS] = labels[:n]
+        feed[LABELS] = labels[:len(next(iter(feed.values())))]  # any labels: only the first sample's values count
     for shift, t in plan.shifts.items():  # any value: the sums of this run are not used
         feed[shift] = np.zeros((1, 1), helper.tensor_dtype_to_np_dtype(sum_type(infos[t.tensor].elem_type)))
     outs = next(run_batches(sess, iter([feed]), [t.output for t in plan.shifts.values()]))
@@ -434,6 +434,40 @@ def _run(sess, data: Dataset, plan: _Plan, fetch: list[str], from_feed: list[str
     return n
 
 
+@dataclass
+class Partial:
+    """The unfinalized, mergeable accumulators of one pass (over all data, or one shard of it: `distributed.py`).
+
+    `merge` adds another shard's accumulators binding by binding (the same requests give the same bindings in the
+    same order); `finalize` turns them into `Stats`.
+    """
+
+    accumulators: list[tuple[str, object]]  # (name the arrays are stored under, accumulator)
+    n: int
+    label_mode: str
+    meta: dict
+    model_hash: str
+
+    def merge(self, other: "Partial") -> "Partial":
+        mine = [(t, type(a).__name__) for t, a in self.accumulators]
+        theirs = [(t, type(a).__name__) for t, a in other.accumulators]
+        if mine != theirs or self.model_hash != other.model_hash:
+            raise OnnxPruneError("statistics merge: the partial results are of different requests or models")
+        if other.label_mode != self.label_mode:
+            raise OnnxPruneError(f"statistics merge: label modes differ ({self.label_mode} vs {other.label_mode})")
+        for (_, a), (_, b) in zip(self.accumulators, other.accumulators):
+            a.merge(b)
+        self.n += other.n
+        return self
+
+    def finalize(self) -> Stats:
+        arrays: dict[tuple[str, str], np.ndarray] = {}
+        for tensor, acc in self.accumulators:
+            for k, v in acc.finalize().items():
+                arrays[(tensor, k)] = np.asarray(v, dtype=np.float64)
+        return Stats(arrays, model_hash=self.model_hash, n=self.n, label_mode=self.label_mode, meta=dict(self.meta))
+
+
 def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, batch_size: int = 256,
             labels: str = "auto", optimize: str = DEFAULT_OPTIMIZE, progress: str = "statistics",
             pipeline: bool = False) -> Stats:
@@ -446,6 +480,39 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     Python under `taskset -c 0`: LeNet-300-100 fscreen 1.41–1.48 / 1.45–1.50, all 21.4 / 21.1; ResNet-20 fscreen
     1.22 / 1.20, all 1.71 / 1.85; unpinned, LeNet-300-100 fscreen 1.45 / 1.54 — docs/BENCHMARKS.md).
     """
+    return collect_partial(model, data, requests, batch_size=batch_size, labels=labels, optimize=optimize,
+                           progress=progress, pipeline=pipeline).finalize()
+
+
+def class_groups(model: onnx.ModelProto, data: Dataset, requests: list[Request], labels: str, batch_size: int
+                 ) -> tuple[np.ndarray, int, str] | None:
+    """The class grouping a pass over all of `data` would use when it is not per-sample local: (labels, K, mode)
+    for true labels of a non-classifier (renumbered over all samples) or label-free groups of a non-classifier
+    (quantiles of the dense output over all samples); None when each shard can find its own (true labels of a
+    classifier, or its predictions). A distributed pass computes this once and hands each shard its slice."""
+    if not any("class_moments" in r.stats for r in requests):
+        return None
+    mode = _label_mode(labels, data)
+    kind, k = output_kind(model, data_shapes(data))
+    if mode == "true":
+        return None if k else (*_renumbered(data.labels), "true")
+    if kind != "classes":
+        return _output_groups(model, data, kind, batch_size)
+    return None
+
+
+def collect_partial(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, batch_size: int = 256,
+                    labels: str = "auto", optimize: str = DEFAULT_OPTIMIZE, progress: str = "statistics",
+                    pipeline: bool = False, groups: tuple[np.ndarray, int, str] | None = None,
+                    threads: int | None = None, probe: dict[str, np.ndarray] | None = None) -> Partial:
+    """`collect` without the final step: the pass's accumulators, mergeable with another shard's (`Partial.merge`).
+
+    groups: (labels for these samples, K, label mode) from `class_groups` over the whole data set, for a shard of it.
+    threads: onnxruntime's intra-op threads (None: its default; a Ray task uses the CPUs it reserved).
+    probe: the feed whose first sample fixes the class sums' shift (`_shifts`): a shard gets the whole data's, so
+    every shard's float32 in-graph sums are taken about the same point as one pass's (merging re-bases exactly in
+    float64 anyway, but float32 rounding about another shift would differ by ~1e-8).
+    """
     if batch_size < 1:
         raise OnnxPruneError(f"batch size must be >= 1, got {batch_size}")
     if not requests:
@@ -456,7 +523,9 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     wants_classes = any("class_moments" in r.stats for r in requests)
     kind, k = output_kind(model, data_shapes(data)) if wants_classes else ("classes", None)
     group_labels = None
-    if mode == "true":
+    if groups is not None and wants_classes:
+        group_labels, n_classes, mode = groups
+    elif mode == "true":
         # K from the model's output (io.data checked every label against it); a non-classifier's labels are only
         # groups: renumbered 0..G-1, so memory follows the number of distinct labels, never a label's value
         group_labels, n_classes = (data.labels, k) if k else _renumbered(data.labels)
@@ -473,7 +542,7 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     from_feed = [t.output for t in plan.taps if t.what == "raw" and t.tensor in graph_inputs]
     taps = [t for t in plan.taps if t.output not in from_feed] + list(plan.shifts.values())
     inst = instrument(model, taps, infos, classes=classes)
-    sess = make_session(inst, optimize=optimize)
+    sess = make_session(inst, optimize=optimize, threads=threads)
     fetch = list(dict.fromkeys(t.output for t in plan.taps if t.output not in from_feed))
     if plan.shifts:
         fetch.append(CLASS_COUNT)
@@ -485,18 +554,14 @@ def collect(model: onnx.ModelProto, data: Dataset, requests: list[Request], *, b
     batch_size = data.batch_size(batch_size)
     total = math.ceil(len(data) / batch_size)
     with single_threaded_blas():
-        shifts = _shifts(sess, model, data, plan, infos, fed_labels) if plan.shifts and len(data) else {}
+        shifts = _shifts(sess, model, data, plan, infos, fed_labels, probe) if plan.shifts and len(data) else {}
         n = _run(sess, data, plan, fetch, from_feed, batched, fed_labels, shifts, batch_size, progress, total,
                  pipeline)
-    arrays: dict[tuple[str, str], np.ndarray] = {}
-    for bd in plan.bindings:
-        for k, v in bd.acc.finalize().items():
-            arrays[(bd.tensor, k)] = np.asarray(v, dtype=np.float64)
     meta = {"n_classes": n_classes, "batch_size": batch_size, "optimize": optimize,
             "contrib_inputs": plan.contrib_inputs,
             "requests": [{"tensor": r.tensor, "kind": r.kind, "stats": sorted(r.stats), "layer": r.layer}
                          for r in requests]}
-    return Stats(arrays, model_hash=model_hash(model), n=n, label_mode=mode, meta=meta)
+    return Partial([(bd.tensor, bd.acc) for bd in plan.bindings], n, mode, meta, model_hash(model))
 
 
 def stream(model: onnx.ModelProto, data: Dataset, tensors: list[str], *, batch_size: int = 256,

@@ -78,15 +78,21 @@ class CertifyRun:
                 for g, r, p, c, t in zip(d["grid"], d["empirical_risk"], d["pvalues"], d["certified"], d["tested"]) if t]
         return "\n".join([self.message, *rows])
 
+    @property
+    def prunes(self) -> bool:
+        """Whether a ratio above 0 was certified (ratio 0 is the dense model: nothing worth writing)."""
+        return self.candidate is not None and (self.certification.certified_ratio or 0.0) > 0
+
     def nothing_certified(self) -> str:
-        """Why nothing was certified and what to try, naming the smallest ratio that failed."""
+        """Why no pruning ratio was certified and what to try, naming the smallest ratio that failed."""
         c = self.certification
-        i = int(np.argmin(c.certified))  # the first failure (nothing is certified, so row 0 with fixed-sequence)
+        i = int(np.argmin(c.certified))  # the first failure
         level = c.delta / len(c.grid) if c.control == "bonferroni" else c.delta
-        return (f"no ratio certified at tolerance {c.eps:g}, δ={c.delta:g}: the smallest failing ratio "
+        which = "no pruning ratio" if c.certified.any() else "no ratio"
+        return (f"{which} certified at tolerance {c.eps:g}, δ={c.delta:g}: the smallest failing ratio "
                 f"{c.grid[i]:g} has risk {c.empirical_risk[i]:.4g} on {c.n} certification samples "
-                f"(p-value {c.pvalues[i]:.3g} > {level:.3g}) — try a larger --tolerance, more certification data, "
-                f"or a smaller grid step")
+                f"(p-value {c.pvalues[i]:.3g} > {level:.3g}) — try a larger --tolerance, --recover (every candidate "
+                f"is recovered before it is tested), more certification data, or a smaller grid step")
 
 
 def run(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, grid: np.ndarray, tolerance: float,
@@ -175,13 +181,18 @@ def refuse_shared(fit: Dataset, cert: Dataset, what: str = "--cert-data") -> Non
 
 def sample_hashes(data: Dataset) -> list[bytes]:
     """One digest per sample over the bytes of all its inputs (in name order)."""
-    arrays = [np.ascontiguousarray(data.inputs[k]) for k in sorted(data.inputs)]
+    from ..io.data import chunk_rows
+
+    names = sorted(data.inputs)
+    step = min(chunk_rows(data.inputs[k]) for k in names)  # read in bounded chunks (folder data is lazy)
     out = []
-    for i in range(len(data)):
-        h = hashlib.blake2b(digest_size=16)
-        for a in arrays:
-            h.update(a[i].tobytes())
-        out.append(h.digest())
+    for i in range(0, len(data), step):
+        arrays = [np.ascontiguousarray(data.inputs[k][i:i + step]) for k in names]
+        for r in range(len(arrays[0])):
+            h = hashlib.blake2b(digest_size=16)
+            for a in arrays:
+                h.update(a[r].tobytes())
+            out.append(h.digest())
     return out
 
 

@@ -173,7 +173,7 @@ def _choose(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, tole
             notes.append(describe(cand.recovery))
         return Choice(prepared, cand, data, None)
     run = certify_run(model, data, settings, ratios, tolerance, delta, recover_data=recover_data)
-    if run.candidate is None:
+    if not run.prunes:
         raise OnnxPruneError(f"nothing written: {run.nothing_certified()}")
     notes.append(run.message)
     if run.candidate.recovery is not None:
@@ -259,6 +259,10 @@ def _measure_models(result: CompressResult, model_path: Path, out: Path, bench: 
     from ..measure.bench import benchmark, model_info
 
     result.infos = (model_info(model_path, shapes), model_info(out, shapes))
+    if result.settings.mode == "unstructured":  # zeros are stored, so params count them: say what is left
+        from ..units.count import nonzero_params
+
+        result.nonzero = (nonzero_params(load_model(model_path)), nonzero_params(load_model(out)))
     if bench:
         result.bench = benchmark(model_path, out, threads="both", runs=runs, seconds=seconds, shapes=shapes)
 

@@ -113,13 +113,14 @@ def ratio_for_speedup(prepared: Prepared, speedup: float, probe: Dataset | None,
     return ratio_for(speedup, speedup_at, decreasing=False, what="--target-speedup", tol=0.01, steps=8)
 
 
-def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, stats: Stats | None = None
-            ) -> Prepared:
+def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, stats: Stats | None = None,
+            ray: str | None = None) -> Prepared:
     """One statistics pass on `data` (only if the criterion needs one; `stats` saved by `onnxprune stats` for this
     model replace it when they hold what is needed) and the scores of every candidate unit.
 
     Without data, reconstruction is switched off in the returned settings (it is the default, but needs data), and
-    the scores' notes say so.
+    the scores' notes say so. `ray` (auto / local / an address) runs the statistics pass as Ray tasks over sample
+    shards, merged to the same statistics (`stats/distributed.py`).
     """
     skipped_refit = data is None and settings.reconstruct
     if skipped_refit:
@@ -131,7 +132,13 @@ def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSetting
     elif reqs:
         if data is None:
             raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
-        stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
+        if ray is None:
+            stats = collect(model, data, reqs, batch_size=settings.batch_size, labels=settings.labels)
+        else:
+            from ..stats.distributed import collect_sharded, default_shards, ray_runner
+
+            stats = collect_sharded(model, data, reqs, shards=default_shards(ray), batch_size=settings.batch_size,
+                                    labels=settings.labels, runner=ray_runner(ray))
     scores = mode.score(model, stats, settings)
     if skipped_refit:
         scores.notes.append("no calibration data: the least-squares re-fit was skipped (give calibration data — "
@@ -162,10 +169,10 @@ def materialise(mode: Mode, model: onnx.ModelProto, plan: Plan, data: Dataset | 
 
 
 def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, stats: Stats | None = None,
-          recover_data: Dataset | None = None) -> PruneResult:
+          recover_data: Dataset | None = None, ray: str | None = None) -> PruneResult:
     """The whole chain for one ratio: statistics → scores → plan → pruned (re-fitted, recovered) model → report.
     Recovery (when the settings give it epochs) trains on `recover_data`, else on `data`."""
-    prepared = prepare(model, data, settings, stats)
+    prepared = prepare(model, data, settings, stats, ray=ray)
     cand = prepared.build(settings.ratio, data, reconstruct=prepared.settings.reconstruct,
                           recover=recover_data if recover_data is not None else data)
     notes = list(prepared.scores.notes)

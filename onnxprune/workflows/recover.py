@@ -41,9 +41,12 @@ def torch_available() -> None:
                              "https://download.pytorch.org/whl/cpu)") from None
 
 
+RECOVER_BATCH = 64  # ResNet-20 at 50 %: batch 64 beat 128 and 32 at equal CPU time (docs/BENCHMARKS.md, recovery)
+
+
 def recover_model(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: Dataset, *, epochs: int,
-                  seconds: float | None = None, labels: bool = False, augment: bool | None = None, seed: int = 0
-                  ) -> tuple[onnx.ModelProto, RecoveryReport]:
+                  seconds: float | None = None, labels: bool = False, augment: bool | None = None, seed: int = 0,
+                  batch_size: int = RECOVER_BATCH) -> tuple[onnx.ModelProto, RecoveryReport]:
     """The pruned model with its initializers trained to agree with `dense` on `data` (same graph, same names;
     unstructured zeros stay zero), validated."""
     torch_available()
@@ -53,7 +56,7 @@ def recover_model(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: Dataset
         raise OnnxPruneError(f"{data.source or 'the recovery data'} has no labels ('y'): drop --recover-labels "
                              f"(distillation needs none)")
     model, report = recover(pruned, dense, data, epochs=epochs, time_budget_s=seconds, labels=labels,
-                            augment=augment, seed=seed)
+                            augment=augment, seed=seed, batch_size=batch_size)
     validate(model)
     return model, report
 

@@ -209,3 +209,15 @@ def test_int8_in_a_certified_run_is_calibrated_on_the_build_split_only(tmp_path,
     assert not rows & {x[i].tobytes() for i in cert_idx}
     notes = json.loads(r.output[r.output.index("{"):])["notes"]
     assert any("the int8 model" in n and "is not covered" in n and "300 certification samples" in n for n in notes)
+
+
+def test_unstructured_tables_count_non_zero_weights_and_claim_no_speed_up(mnist_small, tmp_path):
+    r = run("compress", LENET300, "--mode", "unstructured", "--criterion", "magnitude", "--ratio", "0.9",
+            "--calib", mnist_small, "--eval", mnist_small, "--bench-runs", "5", "--json", "-o", tmp_path / "u.onnx")
+    assert r.exit_code == 0, r.output
+    rows = {x["metric"]: x for x in json.loads(r.stdout)["summary"]}
+    nz = rows["non-zero weights"]
+    assert nz["after"] <= 0.1 * 266200 + nz["before"] - 266200 + 5  # 90 % of the prunable weights are zero
+    assert "params (zeros included)" in rows
+    assert all("no speed-up" in m for m in rows if m.startswith("latency"))
+    assert not any("faster" in m for m in rows)

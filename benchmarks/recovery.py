@@ -1,4 +1,4 @@
-"""Library code for the recovery benchmarks (the `benchmarks/recover_*.py` scripts call this; CI never does).
+"""Recovery benchmark (CI never runs it): prune with the CLI, recover, evaluate before and after.
 
 `recovery_row(pruned, dense, train_npz, eval_npz, **recover_kwargs)` loads the data, runs `recover`, evaluates
 top-1 accuracy of the pruned model before and after with onnxruntime, and returns one table row with wall and
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .distill import recover
+from onnxprune.recover.distill import recover
 
 
 class NpzData:
@@ -63,3 +63,39 @@ def recovery_row(pruned: str | Path | onnx.ModelProto, dense: str | Path | onnx.
             "wall_s": wall, "cpu_s": cpu, "epochs_run": rep.epochs_run, "stopped": rep.stopped,
             "agreement_after": rep.agreement_after, "bn_reestimated": rep.bn_reestimated, "augment": rep.augment,
             "features": len(rep.features), "settings": rep.settings, "model": out}
+
+
+ROWS = [  # (pruned model made by the prune command below, data, eval data, recover keywords)
+    ("r20_50", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz", dict(epochs=22, lr=0.03, batch_size=64)),
+    ("r20_60", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz", dict(epochs=30, lr=0.03, batch_size=64)),
+    ("l300_95", "calib_data/mnist_calib.npz", "calib_data/mnist_eval.npz", dict(epochs=20, lr=0.1)),
+    ("l300_97", "calib_data/mnist_calib.npz", "calib_data/mnist_eval.npz", dict(epochs=40, lr=0.1)),
+]
+PRUNE = {  # the pruned inputs, made with the CLI (re-fit on the calibration data, as by default)
+    "r20_50": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.5 --alpha 0.4 --calib calib_data/cifar10_calib.npz -o {out}",
+    "r20_60": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.6 --alpha 0.2 --calib calib_data/cifar10_calib.npz -o {out}",
+    "l300_95": "onnxprune prune models/lenet300_mnist.onnx --mode unstructured --criterion magnitude --ratio 0.95 --calib calib_data/mnist_calib.npz -o {out}",
+    "l300_97": "onnxprune prune models/lenet300_mnist.onnx --mode unstructured --criterion magnitude --ratio 0.97 --calib calib_data/mnist_calib.npz -o {out}",
+}
+DENSE = {"r20": "models/resnet20_cifar10.onnx", "l300": "models/lenet300_mnist.onnx"}
+
+
+def main() -> None:
+    """python benchmarks/recovery.py [ROW ...] — prune, recover, and print one Markdown row per configuration."""
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+
+    names = sys.argv[1:] or [r[0] for r in ROWS]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, train, ev, kw in (r for r in ROWS if r[0] in names):
+            out = Path(tmp) / f"{name}.onnx"
+            subprocess.run(shlex.split(PRUNE[name].format(out=out)), check=True, capture_output=True)
+            row = recovery_row(out, DENSE[name.split("_")[0]], train, ev, progress=False, **kw)
+            print(f"| {name} | {row['dense_accuracy']:.4f} | {row['accuracy_before']:.4f} | "
+                  f"{row['accuracy_after']:.4f} | {row['cpu_s']:.0f} | {row['wall_s']:.0f} | {kw} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
