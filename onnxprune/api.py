@@ -223,6 +223,20 @@ def apply(model: str | Path | onnx.ModelProto, plan: str | Path | Plan, output: 
     return r
 
 
+def _channel_requests(model: onnx.ModelProto, criteria) -> list:
+    """What structured pruning asks of the same criteria (the tensors its channel groups' consumers read), so that
+    saved statistics serve `prune --stats` in either mode."""
+    from .criteria.needs import parse_criteria
+    from .modes import get
+    from .select.plan import PruneSettings
+
+    wanted = parse_criteria(criteria) & {"fscreen", "apoz", "ri"}
+    try:
+        return [r for c in sorted(wanted) for r in get("structured").requests(model, PruneSettings(criterion=c))]
+    except OnnxPruneError:  # no channel groups in this model: the weight-level requests are all there is
+        return []
+
+
 def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | None = None,
           criteria: str | list[str] | tuple[str, ...] = ("fscreen",), batch_size: int = 256,
           labels: str = "auto", ray: str | None = None, shards: int | None = None) -> Stats:
@@ -246,7 +260,7 @@ def stats(model: ModelLike, calib: str | Path | Dataset, output: str | Path | No
         check_writable(output, what="statistics file")  # before any work
     m = as_model(model)
     data = as_dataset(calib, m)
-    reqs = default_requests(m, criteria)
+    reqs = default_requests(m, criteria) + _channel_requests(m, criteria)
     if not reqs:
         raise OnnxPruneError("the model has no Gemm, MatMul (constant weight) or Conv layers to collect statistics for")
     if ray is None:

@@ -53,3 +53,24 @@ def edge_conv() -> onnx.ModelProto:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 9
     return m
+
+
+def convnet(seed: int = 0, out: int = 3) -> onnx.ModelProto:
+    """input (N,3,8,8) → conv(3→4) → Relu → conv(4→6) → Relu → GAP → Flatten → Gemm(6→out)."""
+    rng = np.random.default_rng(seed)
+    inits = {"cw1": rng.normal(size=(4, 3, 3, 3)), "cw2": rng.normal(size=(6, 4, 3, 3)), "cb2": rng.normal(size=6),
+             "fw": rng.normal(size=(out, 6)), "fb": rng.normal(size=out)}
+    nodes = [helper.make_node("Conv", ["input", "cw1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "cw2", "cb2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"),
+             helper.make_node("Gemm", ["flat", "fw", "fb"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                               ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", out])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    return m

@@ -1,7 +1,12 @@
 """`onnxprune bench`: batch-1 latency (interleaved A/B ratio for two models), size, params and MACs."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from ..measure.bench import BenchResult
 
 from ._common import emit_json, json_option
 
@@ -36,7 +41,6 @@ def bench_cmd(model: str, model_b: str | None, threads: str, runs: int, warmup: 
 
 
 def _print(r: BenchResult) -> None:
-    from ..measure.bench import BenchResult
     from ..report import print_table
 
     two = len(r.models) == 2

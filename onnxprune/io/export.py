@@ -18,7 +18,7 @@ import onnx
 
 from ..errors import OnnxPruneError
 from .model import check_writable, normalise, save_model
-from .runtime import make_session
+from .runtime import make_session, parse_dims
 
 DEFAULT_OPSET = 18
 
@@ -57,13 +57,7 @@ def load_factory(spec: str):
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise OnnxPruneError(f"--input-shape '{text}': expected comma-separated integers such as 1,3,32,32") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise OnnxPruneError(f"--input-shape '{text}': dimensions must be positive")
-    return shape
+    return parse_dims(text, "--input-shape", "1,3,32,32")
 
 
 def export(spec: str, out: str | Path, input_shape: tuple[int, ...], weights: str | Path | None = None,

@@ -95,3 +95,14 @@ def run_batches(session: ort.InferenceSession, batches: Iterator[dict[str, np.nd
             yield session.run(outputs, feed)
         except Exception as e:
             raise OnnxPruneError(f"onnxruntime failed on a batch: {_first_line(e)}") from None
+
+
+def parse_dims(text: str, option: str, example: str = "1,3,224,224") -> tuple[int, ...]:
+    """Comma-separated positive integers from a command-line value; one error line naming the option otherwise."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise OnnxPruneError(f"{option} '{text}': expected comma-separated integers such as {example}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise OnnxPruneError(f"{option} '{text}': dimensions must be positive")
+    return shape

@@ -25,7 +25,7 @@ import onnxruntime as ort
 from ..errors import OnnxPruneError
 from ..units.count import count
 from ..io.model import load_model, serialize
-from ..io.runtime import input_specs, make_session
+from ..io.runtime import input_specs, make_session, parse_dims
 from ..io.shapes import concrete_inputs
 
 ModelSource = str | Path | onnx.ModelProto
@@ -170,13 +170,7 @@ def parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for v in values:
         name, _, dims = v.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise OnnxPruneError(f"--shape '{v}': expected [NAME=]comma-separated integers, e.g. 1,3,224,224") from None
-        if not shape or any(d <= 0 for d in shape):
-            raise OnnxPruneError(f"--shape '{v}': dimensions must be positive")
-        out[name.strip()] = shape
+        out[name.strip()] = parse_dims(dims, f"--shape {name.strip() + '=' if name else ''}")
     return out
 
 

@@ -12,16 +12,14 @@ never the size of a score map.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
 
 from ..io.data import Dataset
-from ..io.runtime import make_session, run_batches
 from ..io.shapes import data_shapes, output_kind
-from ..progress import track
+from ..io.infer import outputs
 
 KIND_NOTES = {
     "dense": "the model's output is a per-position score map (N, K, …): agreement is per position; accuracy needs "
@@ -55,17 +53,6 @@ class Outputs:
 
     def predictions(self) -> np.ndarray | None:
         return None if self.kind == "values" else self.values
-
-
-def outputs(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference",
-            reduce=None) -> np.ndarray:
-    """The model's first output on every sample (each batch passed through `reduce` first), concatenated."""
-    sess = make_session(model)
-    bs = data.batch_size(batch_size)
-    parts = [o[0] if reduce is None else reduce(o[0])
-             for o in track(run_batches(sess, data.batches(bs), [sess.get_outputs()[0].name]), desc,
-                            total=math.ceil(len(data) / bs))]
-    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
 def _top1(kind: str):

@@ -19,7 +19,7 @@ from ..io.graph import attr, del_attr, fresh_name, initializer_map, set_attr, se
 from ..io.model import validate
 from ..units.groups import ChannelGroup, Tracer
 from ..units.layout import positions, width
-from ..units.rules import RULES
+from ..units.table import RULES
 
 Keep = Mapping[str, np.ndarray | Sequence[int]]
 

@@ -320,7 +320,7 @@ def _output_groups(model: onnx.ModelProto, data: Dataset, kind: str, batch_size:
     model: a per-position output (segmentation) groups each sample by its dominant class (the class with the
     highest score averaged over positions); a regression / embedding output by the decile of its leading principal
     component. The returned label mode says which, so the report names the fallback."""
-    from ..measure.evaluate import outputs
+    from ..io.infer import outputs
 
     if kind == "dense":  # reduced per batch: memory follows N, not the score maps
         top = outputs(model, data, batch_size, "label-free groups",

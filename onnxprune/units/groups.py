@@ -23,7 +23,8 @@ import onnx
 from ..errors import OnnxPruneError
 from ..io.graph import initializer_map, opset
 from .layout import Layout, Seg, positions, width
-from .rules import RULES, Unsupported
+from .rules import Unsupported
+from .table import RULES
 
 
 @dataclass

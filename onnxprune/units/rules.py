@@ -529,11 +529,3 @@ RULES: dict[str, OpRule] = {
     "Reshape": OpRule("index", flatten_, fix_reshape),
     **{op: OpRule("stop", stop(why)) for op, why in _STOPS.items()},
 }
-
-
-# ---------------------------------------------------------------------------------------------------- transformers
-# Channel-last token tensors and attention heads (units/rules_tokens.py): every rule above is wrapped so nodes whose
-# features lie on axis 1 reach it unchanged. Imported last: rules_tokens imports the names defined above.
-from .rules_tokens import token_rules  # noqa: E402
-
-RULES.update(token_rules(RULES))

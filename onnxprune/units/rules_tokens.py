@@ -36,7 +36,7 @@ import onnx
 
 from ..io.graph import attr
 from .layout import Layout, Seg, flatten, positions, sub, width
-from .rules import FixContext, OpRule, TraceContext, Unsupported, fix_reshape, pass_through
+from .rules import FixContext, OpRule, TraceContext, Unsupported, _axis, fix_reshape, pass_through
 
 
 class TokenTraceContext(TraceContext, Protocol):
@@ -98,14 +98,6 @@ def _producers(ctx: TokenTraceContext) -> dict[str, onnx.NodeProto]:
 
 def _axis_of(ctx: TokenTraceContext, t: str) -> object:
     return ctx.axis(t) if hasattr(ctx, "axis") else 1
-
-
-def _norm_axis(a: int, rank: int | None) -> int:
-    if a < 0:
-        if rank is None:
-            raise Unsupported("negative axis on a tensor of unknown rank")
-        a += rank
-    return a
 
 
 def _ints(shape: list | None) -> bool:
@@ -376,7 +368,7 @@ def layer_norm(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: Op
     a = _int_axis(ctx, x, "LayerNormalization")
     if any(o for o in node.output[1:]):
         raise Unsupported("LayerNormalization's mean / inverse std outputs are used")
-    first = _norm_axis(attr(node, "axis", -1), r)
+    first = _axis(attr(node, "axis", -1), r)
     if a < first:
         for t in node.input[1:]:
             if t and ctx.layout(t) is not None:
@@ -392,7 +384,7 @@ def softmax(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
     x = node.input[0]
     r = ctx.rank(x)
     a = _int_axis(ctx, x, node.op_type)
-    ax = _norm_axis(attr(node, "axis", -1 if ctx.opset >= 13 else 1), r)
+    ax = _axis(attr(node, "axis", -1 if ctx.opset >= 13 else 1), r)
     if (a == ax) if ctx.opset >= 13 else (a >= ax):
         raise Unsupported("normalises across channels")
     ctx.set(node.output[0], ctx.layout(x), like=x)
@@ -467,7 +459,7 @@ def reduce(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     axes = _axes_of(ctx, node)
     if not axes:
         raise Unsupported("reduces over all axes, including channels")
-    axes = {_norm_axis(v, r) for v in axes}
+    axes = {_axis(v, r) for v in axes}
     if a in axes or 0 in axes:
         raise Unsupported("reduces over the batch or channel axis")
     keep = attr(node, "keepdims", 1)
@@ -485,7 +477,7 @@ def squeeze(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
             axes = [i for i, d in enumerate(s) if d == 1] if s else None
         if axes is None:
             raise Unsupported("squeezed axes unknown")
-        axes = {_norm_axis(v, r) for v in axes}
+        axes = {_axis(v, r) for v in axes}
 
         def move(i: int) -> int:
             return i - sum(v < i for v in axes)
@@ -500,7 +492,7 @@ def squeeze(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
         return _put(ctx, out, ctx.layout(x), move(a))
     if axes is None or ro is None:
         raise Unsupported("unsqueezed axes unknown")
-    axes = {_norm_axis(v, ro) for v in axes}
+    axes = {_axis(v, ro) for v in axes}
     kept = [i for i in range(ro) if i not in axes]
     new = Parts(kept[a.part], kept[a.ch], a.n) if isinstance(a, Parts) else kept[a]
     _put(ctx, out, ctx.layout(x), new)
@@ -519,7 +511,7 @@ def gather(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     if ctx.layout(idx) is not None:
         raise Unsupported("indices depend on the feature maps")
     r = ctx.rank(data)
-    g = _norm_axis(attr(node, "axis", 0), r)
+    g = _axis(attr(node, "axis", 0), r)
     iv = ctx.const(idx)
     ri = ctx.rank(idx)
     if ri is None:
@@ -552,7 +544,7 @@ def slice_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
         axes = ctx.const(node.input[3])
         if axes is None:
             raise Unsupported("slice axes computed at run time")
-        axes = [_norm_axis(int(v), r) for v in axes.reshape(-1)]
+        axes = [_axis(int(v), r) for v in axes.reshape(-1)]
     else:
         starts = ctx.const(node.input[1])
         if starts is None:
@@ -568,7 +560,7 @@ def split(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule)
         return orig.trace(ctx, node, name)
     x = node.input[0]
     a = _axis_of(ctx, x)
-    g = _norm_axis(attr(node, "axis", 0), ctx.rank(x))
+    g = _axis(attr(node, "axis", 0), ctx.rank(x))
     layout = ctx.layout(x)
     if isinstance(a, Parts) and g == a.part:
         parts = _parts(layout, a.n)
@@ -589,7 +581,7 @@ def concat(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
         return orig.trace(ctx, node, name)
     out = node.output[0]
     ro = ctx.rank(out)
-    c = _norm_axis(attr(node, "axis"), ro)
+    c = _axis(attr(node, "axis"), ro)
     axes = {_int_axis(ctx, t, "Concat") for t in _feature_inputs(ctx, node)}
     if len(axes) != 1:
         raise Unsupported("inputs carry their channels on different axes")
@@ -625,7 +617,7 @@ def shape_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     r = ctx.rank(x)
     ch = {a.part, a.ch} if isinstance(a, Parts) else {a}
     start, end = attr(node, "start", 0), attr(node, "end", r)
-    start, end = _norm_axis(start, r), min(_norm_axis(end, r) if end is not None else r, r)
+    start, end = _axis(start, r), min(_axis(end, r) if end is not None else r, r)
     read = set(range(start, end))
     if not (ch & read):
         return

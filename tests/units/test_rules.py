@@ -4,7 +4,7 @@ import pytest
 from units.generate import Builder
 
 from onnxprune.units.groups import ChannelGroup, analyse
-from onnxprune.units.rules import RULES
+from onnxprune.units.table import RULES
 
 KINDS = {"pass", "norm", "elementwise", "producer", "index", "stop"}
 

@@ -65,3 +65,16 @@ def test_saved_statistics_replace_the_pass_and_must_fit(tmp_path):
     assert all((fresh.plan.masks[k] == reused.plan.masks[k]).all() for k in fresh.plan.masks)
     with pytest.raises(OnnxPruneError, match="lack what criterion 'wanda' needs"):
         api.prune(LENET300, tmp_path / "c.onnx", stats=s, **{**kw, "criterion": "wanda"})
+
+
+def test_saved_statistics_serve_structured_pruning_too(tmp_path):
+    """`onnxprune stats` collects what either mode asks of a criterion, so `prune --stats` works for channels."""
+    from builders import MNIST_CALIB, REPO
+    from onnxprune import api
+
+    model = REPO / "models" / "lenet5bn_mnist.onnx"
+    s = tmp_path / "s.npz"
+    api.stats(model, MNIST_CALIB, s, criteria="fscreen")
+    a = api.prune(model, tmp_path / "a.onnx", calib=MNIST_CALIB, ratio=0.5, reconstruct=False)
+    b = api.prune(model, tmp_path / "b.onnx", stats=s, ratio=0.5, reconstruct=False)
+    assert a.plan.channels == b.plan.channels and a.plan.channels
