@@ -63,10 +63,13 @@ def kept_plot(kept: dict[str, tuple[int, int]], path: Path) -> Path:
 
 
 def _short(name: str, width: int = 22) -> str:
-    """A readable label: exporter paths like '/layer1/layer1.0/conv1/Conv' become 'layer1.0/conv1'."""
+    """A readable label: exporter paths like '/4/body/body.0/Conv' become '4/…/body.0'."""
     parts = [x for x in name.split("/") if x]
     op = parts.pop() if len(parts) > 1 and parts[-1][:1].isupper() else ""  # the trailing op name
-    label = "/".join(parts[-2:]) if len(parts) > 1 else (f"{parts[0]} {op}".strip() if parts else name)
+    if len(parts) > 2:  # the outermost module (often a block index) and the innermost tell groups apart
+        label = f"{parts[0]}/…/{parts[-1]}"
+    else:
+        label = "/".join(parts) if len(parts) > 1 else (f"{parts[0]} {op}".strip() if parts else name)
     return label if len(label) <= width else "…" + label[-(width - 1):]
 
 
