@@ -686,8 +686,4 @@ def token_rules(rules: dict[str, OpRule]) -> dict[str, OpRule]:
     return out
 
 
-def is_token_tensor(axis: object) -> bool:
-    return axis != 1
-
-
 __all__ = ["token_rules", "head_split", "Parts", "TokenTraceContext", "TokenFixContext", "positions"]
