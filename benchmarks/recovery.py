@@ -80,15 +80,56 @@ PRUNE = {  # the pruned inputs, made with the CLI (re-fit on the calibration dat
 DENSE = {"r20": "models/resnet20_cifar10.onnx", "l300": "models/lenet300_mnist.onnx"}
 
 
+# whole `compress` commands (statistics pass, pruning, re-fit, recovery, evaluation; --no-bench), one-shot vs
+# training-time pruning (--schedule iterative) at about equal CPU time; one torch thread (recovery's default)
+COMPRESS = {
+    "r20_50_oneshot": "--ratio 0.5 --recover-epochs 22",
+    "r20_50_iterative": "--ratio 0.5 --schedule iterative --recover-epochs 20",
+    "r20_50_uniform": "--ratio 0.5 --allocation uniform --recover-epochs 22",
+    "r20_60_oneshot": "--ratio 0.6 --recover-epochs 22",
+    "r20_60_iterative": "--ratio 0.6 --schedule iterative --recover-epochs 22",
+}
+COMPRESS_CMD = ("onnxprune compress models/resnet20_cifar10.onnx {args} --calib calib_data/cifar10_calib.npz "
+                "--eval calib_data/cifar10_eval.npz --no-bench --json -o {out}")
+
+
+def compress_row(args: str, out: str | Path) -> dict[str, Any]:
+    """Run one `compress` command; its top-1 on the eval data, and the command's CPU seconds (user + system of the
+    child process, so the statistics pass, re-fit and evaluation count too) and wall seconds."""
+    import json
+    import os
+    import resource
+    import shlex
+    import subprocess
+
+    cmd = COMPRESS_CMD.format(args=args, out=out)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(shlex.split(cmd), check=True, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = json.loads(proc.stdout)
+    acc = next(r for r in report["summary"] if r["metric"].startswith("accuracy"))
+    return {"command": cmd, "dense": acc["before"], "accuracy": acc["after"], "wall_s": wall,
+            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "notes": [n for n in report["notes"] if n.startswith("recovery")]}
+
+
 def main() -> None:
-    """python benchmarks/recovery.py [ROW ...] — prune, recover, and print one Markdown row per configuration."""
+    """python benchmarks/recovery.py [ROW ...] — prune, recover, and print one Markdown row per configuration
+    (ROW: a name of ROWS, or of COMPRESS for a whole `compress` command)."""
     import shlex
     import subprocess
     import sys
     import tempfile
 
-    names = sys.argv[1:] or [r[0] for r in ROWS]
+    names = sys.argv[1:] or [r[0] for r in ROWS] + list(COMPRESS)
     with tempfile.TemporaryDirectory() as tmp:
+        for name in (n for n in names if n in COMPRESS):
+            row = compress_row(COMPRESS[name], Path(tmp) / f"{name}.onnx")
+            print(f"| {name} | {row['dense']:.4f} | {row['accuracy']:.4f} | {row['cpu_s']:.0f} | {row['wall_s']:.0f} | "
+                  f"`{COMPRESS[name]}` |", flush=True)
         for name, train, ev, kw in (r for r in ROWS if r[0] in names):
             out = Path(tmp) / f"{name}.onnx"
             subprocess.run(shlex.split(PRUNE[name].format(out=out)), check=True, capture_output=True)

@@ -1,9 +1,12 @@
 """Transformer pruning benchmarks: heads × MLP ratios on the small CIFAR-10 ViT, and torchvision coverage.
 
+    # head scores compared (uniform head cuts, MLP untouched; post-training and re-fit accuracy)
+    python benchmarks/transformers.py heads --heads 0.25,0.5
     # the grid (accuracy post-training / re-fit / recovery, params, MACs, 1-thread latency, onnxsim 0.8.1)
     python benchmarks/transformers.py grid --model models/vit_cifar10.onnx --heads 0,0.25,0.5 --mlp 0,0.25,0.5,0.75 \
         --recover "0.25:0.5" --recover-epochs 3 --json /tmp/vit_grid.json
-    # coverage: torchvision exports (random weights; export them with the torch venv, see docs/BENCHMARKS.md)
+    # coverage: torchvision exports (random weights), written by the torch venv (torchvision, onnxscript for dynamo)
+    PYTHONPATH=. /work/tvenv/bin/python benchmarks/transformers.py export --out /tmp/tv
     python benchmarks/transformers.py coverage /tmp/tv/vit_b_16_ts.onnx /tmp/tv/swin_t_ts.onnx ...
 
 Selection (grid): scores from one statistics pass on the calibration set (`--criterion`, default fscreen; head groups
@@ -139,6 +142,16 @@ def table(rows: list[dict], dense: float) -> str:
     return "\n".join(lines)
 
 
+def at_tokens(model: onnx.ModelProto, tokens: int) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes for counting MACs: batch 1, every other dynamic dim (a sequence length) `tokens`."""
+    from onnxprune.io.shapes import declared
+
+    dims = declared(model)
+    if not any(d and None in d[1:] for d in dims.values()):
+        return None
+    return {k: (1, *(tokens if x is None else x for x in d[1:])) for k, d in dims.items() if d}
+
+
 def coverage(args) -> None:
     rows = []
     for path in args.models:
@@ -160,7 +173,8 @@ def coverage(args) -> None:
             plan = plan_for(model, prep, 0.5, 0.5, settings)
             try:
                 pruned = STRUCTURED.apply(model, plan, probe=None)  # validated + equivalence-checked
-                c0, c1 = count(model), count(pruned)
+                shapes = at_tokens(model, args.tokens)
+                c0, c1 = count(model, shapes), count(pruned, shapes)
                 row.update(valid=True, params=[c0.params, c1.params], macs=[c0.macs, c1.macs],
                            mac_reduction=c0.macs / c1.macs, groups_pruned=len(plan.channels))
             except Exception as e:  # noqa: BLE001 - report, keep going
@@ -179,6 +193,69 @@ def coverage(args) -> None:
             print(f"| {r['model']} | {r['groups']} | {r['prunable']} | {r.get('valid', '–')} | – | – | – |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def head_scores(args) -> None:
+    """Which heads to cut: every block loses the same fraction of its heads (MLP untouched), chosen by each score;
+    accuracy post-training and after the re-fit."""
+    from onnxprune.criteria import channels as channel_criteria
+    from onnxprune.criteria.heads import contributions
+    from onnxprune.modes.structured import _rescaled
+    from onnxprune.stats import collect
+    from onnxprune.units.tokens import head_magnitudes
+
+    model = load_model(args.model)
+    calib, ev = load_dataset(args.calib, model), load_dataset(args.eval, model)
+    settings = PruneSettings(criterion="fscreen", ratio=0.5, batch_size=128, round_to=8)
+    stats = collect(model, calib, STRUCTURED.requests(model, settings), batch_size=128)
+    prep = prepare(model, calib, settings, stats=stats)
+    groups = [g for g in prep.scores.groups if is_head_group(g)]
+    old = channel_criteria.scores("fscreen", model, prep.scores.groups, stats, settings.alpha, settings.beta)
+    variants = {
+        "F-screen + q/k/v filter L1 (before)": dict(zip((g.id for g in prep.scores.groups), old)),
+        "F-screen + contribution (now)": dict(prep.scores.channel_scores),
+        "contribution alone": {g.id: _rescaled(contributions(model, g, stats)) for g in groups},
+        "output-block L1 (`--criterion l1`)": {g.id: _rescaled(head_magnitudes(model, g, 1)) for g in groups},
+    }
+    base = dict(prep.scores.channel_scores)
+    print(f"dense {evaluate(model, ev).accuracy:.4f}", flush=True)
+    for h in [float(v) for v in args.heads.split(",")]:
+        for name, sc in variants.items():
+            prep.scores.channel_scores = {**base, **sc}
+            plan = plan_for(model, prep, h, 0.0, settings)
+            pruned = STRUCTURED.apply(model, plan, probe=calib)
+            refit = STRUCTURED.reconstruct(model, pruned, plan, calib, settings)
+            print(f"| {h:.0%} | {name} | {evaluate(pruned, ev).accuracy:.4f} | {evaluate(refit, ev).accuracy:.4f} |",
+                  flush=True)
+
+
+TV_MODELS = ("convnext_tiny", "swin_t", "vit_b_16")
+
+
+def export(args) -> None:
+    """torchvision models with random weights (seed 0), input 1×3×224×224: TorchScript (opset 17, dynamic batch) as
+    `<name>_ts.onnx`, dynamo (opset 18) as `<name>_dyn.onnx`; an existing file is kept."""
+    import torch
+    import torchvision
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None).eval()
+        x = torch.randn(1, 3, 224, 224)
+        for tag in ("ts", "dyn"):
+            path = out / f"{name}_{tag}.onnx"
+            if path.exists():
+                continue
+            t = time.process_time()  # grad enabled: under no_grad nn.MultiheadAttention takes its fused fast path
+            if tag == "ts":
+                torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                                  output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+            else:
+                torch.onnx.export(model, (x,), dynamo=True, opset_version=18, input_names=["x"],
+                                  output_names=["y"]).save(str(path))
+            print(f"{path}: {time.process_time() - t:.1f} CPU-s", flush=True)
 
 
 def main() -> None:
@@ -202,12 +279,21 @@ def main() -> None:
     g.add_argument("--json")
     c = sub.add_parser("coverage")
     c.add_argument("models", nargs="+")
+    c.add_argument("--tokens", type=int, default=32, help="sequence length for counting MACs of dynamic-length models")
     c.add_argument("--json")
+    h = sub.add_parser("heads")
+    h.add_argument("--model", default=str(REPO / "models" / "vit_cifar10.onnx"))
+    h.add_argument("--calib", default=str(REPO / "calib_data" / "cifar10_calib.npz"))
+    h.add_argument("--eval", default=str(REPO / "calib_data" / "cifar10_eval.npz"))
+    h.add_argument("--heads", default="0.25,0.5")
+    e = sub.add_parser("export")
+    e.add_argument("--out", required=True)
+    e.add_argument("--models", default=",".join(TV_MODELS))
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    grid(args) if args.cmd == "grid" else coverage(args)
+    {"grid": grid, "coverage": coverage, "export": export, "heads": head_scores}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,25 @@ They are imported on first use, so `import onnxprune` (and `onnxprune --help`) s
 import sys
 import types
 
+
+def _interrupted_at_start_up(kind, value, tb, _default=sys.excepthook) -> None:
+    """Ctrl-C while the `onnxprune` command is still importing (before `onnxprune.cli` can catch it): one line and
+    exit code 130, as at any later time, instead of Python's traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        import os
+
+        try:
+            sys.stderr.write("error: interrupted\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(130)
+    _default(kind, value, tb)
+
+
+_argv = getattr(sys, "argv", None) or [""]
+if _argv[0].replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".exe") == "onnxprune":
+    sys.excepthook = _interrupted_at_start_up  # the console script only: importing the library changes nothing
+
 __version__ = "0.1.0"
 
 _API = ("compress", "prune", "apply", "certify", "recover", "stats", "evaluate", "check", "bench", "export")

@@ -100,47 +100,65 @@ def compress(model: str | Path, *, ratio: float | None = None, tolerance: float 
              ort_format: bool = False, bench: bool = True, bench_runs: int = 200, sweep: bool = False,
              target_macs: float | None = None, target_speedup: float | None = None,
              stats: str | Path | Stats | None = None, recover: int | None = None,
-             recover_data: str | Path | None = None, settings: PruneSettings | None = None) -> CompressResult:
+             recover_data: str | Path | None = None, settings: PruneSettings | None = None, loss: str = "auto",
+             loss_tau: float | None = None, schedule: Literal["oneshot", "iterative"] | None = None,
+             ray: str | None = None) -> CompressResult:
     """Prune, write, evaluate, benchmark: the whole product in one call (`onnxprune compress`).
 
     model: an .onnx path; the pruned model goes to `output` (default MODEL.pruned.onnx; never over the input).
     ratio: fraction of channels (structured, default) or weights (unstructured) to remove; default 0.5.
     tolerance: instead of a ratio, certify the largest ratio in `grid` whose accuracy loss (or, without labels,
         disagreement) is ≤ tolerance with probability ≥ 1 − delta (Learn-then-Test); the certified model is written.
+        `loss` / `loss_tau` choose the certified per-sample loss for other outputs, as in `certify`.
     target_macs / target_speedup: instead of a ratio, the smallest ratio keeping at most that fraction of the dense
         MACs (deterministic), or running that many times faster as measured here (onnxruntime, batch 1, 1 thread).
     mode, criterion, alpha, reconstruct, protect: see `PruneSettings`; criterion "fscreen" (default) is
-        α·F-statistic + (1−α)·magnitude with α = 0.2; `settings` gives every other knob (a given keyword wins).
+        α·F-statistic + (1−α)·magnitude with α = 0.2; "taylor" (both modes) is first-order Taylor, |g·w| per weight
+        and Σ|g·a| per channel, from one gradient pass in PyTorch (the torch extra); `settings` gives every other
+        knob (a given keyword wins).
     calib / eval_data: .npz files; default: the one calib_data/*calib*.npz / *eval*.npz (relative to the current
         directory) whose arrays fit the model input.
     stats: statistics saved by `onnxprune stats` (a path or `Stats`) for this model, reused instead of a new pass.
     recover: epochs of recovery (distillation from the dense model in PyTorch, after the re-fit), on `recover_data`
         (default: the calibration data); with `tolerance`, every candidate is recovered before it is certified.
+    schedule: "iterative" prunes in `settings.prune_steps` annealed steps while recovering (paper 001 Alg. 1-2;
+        needs `recover` epochs), "oneshot" (default) prunes once, re-fits, then recovers.
+    ray: "auto" / "local" / a cluster address: the statistics pass and, with `tolerance`, every candidate's
+        evaluation on the certification split run as Ray tasks over sample ranges (the same results).
     Returns a `CompressResult`: `.summary()` for a few lines, `.to_dict()` for everything, `.rows()` for the table.
     """
     from .workflows.compress import compress as _compress
 
+    if ray is not None:
+        from .stats.distributed import ray_module
+
+        ray_module()  # a clear error before any work when Ray is not installed
+
     s = _settings(settings, ratio=ratio, mode=mode, criterion=criterion, alpha=alpha, reconstruct=reconstruct,
-                  protect=protect, recover_epochs=recover)
+                  protect=protect, recover_epochs=recover, schedule=schedule)
     return _compress(model, output=output, calib=calib, eval_data=eval_data, settings=s, tolerance=tolerance,
                      delta=delta, grid=grid, fold_bn=fold_bn, quantize=quantize, ort_format=ort_format, bench=bench,
                      bench_runs=bench_runs, sweep=sweep, target_macs=target_macs, target_speedup=target_speedup,
-                     stats=_stats(stats), recover_data=recover_data)
+                     stats=_stats(stats), recover_data=recover_data, loss=loss, loss_tau=loss_tau, ray=ray)
 
 
 def certify(model: ModelLike, calib: str | Path | Dataset, *, tolerance: float, delta: float = 0.1,
             grid: str = GRID, mode: Literal["structured", "unstructured"] | None = None,
             criterion: str | None = None, alpha: float | None = None, settings: PruneSettings | None = None,
-            cert_data: str | Path | Dataset | None = None, pvalue: Literal["binomial", "hb", "wsr"] = "binomial",
+            cert_data: str | Path | Dataset | None = None, pvalue: Literal["binomial", "hb", "wsr"] | None = None,
             control: Literal["fixed_sequence", "bonferroni"] = "fixed_sequence", cert_fraction: float = 0.5,
-            output: str | Path | None = None) -> CertifyRun:
+            output: str | Path | None = None, loss: str = "auto", loss_tau: float | None = None) -> CertifyRun:
     """Learn-then-Test (`onnxprune certify`): the largest ratio in `grid` whose risk is ≤ `tolerance` with
     probability ≥ 1 − delta.
 
     `calib` is split (seeded) into a half that builds the candidates and a half that certifies them, unless
     `cert_data` is given (it must share no sample with `calib`). Returns a `CertifyRun`: `.candidate` is the certified
     model and plan (None when nothing certified), `.to_dict()` the whole table; with `output` the certified model
-    is written there (nothing certified: an error, nothing written)."""
+    is written there (nothing certified: an error, nothing written).
+
+    `loss` is the per-sample loss whose mean is certified (`onnxprune.certify.LOSSES`; "auto" fits the output:
+    new_error / disagreement for classifiers, positions for score maps, relative error for other outputs) and
+    `loss_tau` its threshold τ (cosine, relative); `pvalue` None: binomial for 0/1 losses, hb for bounded ones."""
     from .certify import parse_grid
     from .io.model import save_model
     from .workflows.certify import run
@@ -149,7 +167,7 @@ def certify(model: ModelLike, calib: str | Path | Dataset, *, tolerance: float, 
     s = _settings(settings, mode=mode, criterion=criterion, alpha=alpha)
     result = run(m, as_dataset(calib, m), s, parse_grid(grid), tolerance, delta,
                  cert_data=None if cert_data is None else as_dataset(cert_data, m), cert_fraction=cert_fraction,
-                 pvalue=pvalue, control=control)
+                 pvalue=pvalue, control=control, loss=loss, loss_tau=loss_tau)
     if output is not None:
         if not result.prunes:
             raise OnnxPruneError(f"nothing written: {result.nothing_certified()}")

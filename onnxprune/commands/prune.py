@@ -51,7 +51,8 @@ def show(report: dict, output: str, plan_out: str | None, as_json: bool) -> None
         click.echo(f"params {p['dense']:,} → {p['pruned']:,}; MACs {m['dense']:,} → {m['pruned']:,}")
     s = report["size"]
     click.echo(f"file size: raw {s['dense_raw']:,} → {s['pruned_raw']:,} bytes; "
-               f"zlib-compressed {s['dense_zlib']:,} → {s['pruned_zlib']:,} bytes")
+               f"zlib-compressed {s['dense_zlib']:,} → {s['pruned_zlib']:,} bytes"
+               + (" (sampled estimate)" if s.get("zlib_estimated") else ""))
     for n in report["notes"]:
         if f"note: {n}" not in said():  # already printed when it was decided
             info(f"note: {n}")

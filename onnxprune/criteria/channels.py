@@ -29,6 +29,8 @@ from . import relative_importance as ri
 from .bn_scale import bn_scale
 from .magnitude import filter_norm
 
+CRITERIA = ("fscreen", "bn", "l1", "l2", "apoz", "ri", "taylor")
+
 
 def per_channel(values: np.ndarray, member: Member, size: int, reduce: Callable[[np.ndarray], float]) -> np.ndarray:
     """One number per group channel from a member tensor: `reduce` over the slice that channel owns on the
@@ -52,12 +54,17 @@ def bn_gammas(model: onnx.ModelProto, group: ChannelGroup, inits: dict[str, np.n
 
 def filter_norms(model: onnx.ModelProto, group: ChannelGroup, p: int = 1,
                  inits: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Each channel's producing-filter L_p norm (biases excluded), averaged over the group's producers."""
+    """Each channel's producing-filter L_p norm (biases excluded), averaged over the group's producers that make it
+    (a branch tied to some channels of a group by a channel shuffle makes only those: it says nothing about the
+    others, so it is left out of their mean rather than counted as 0)."""
     inits = initializer_map(model) if inits is None else inits
-    norms = [np.nan_to_num(per_channel(inits[m.tensor], m, group.size,
-                                       lambda v: float(filter_norm(v.reshape(1, -1), 0, p)[0])))
+    norms = [per_channel(inits[m.tensor], m, group.size, lambda v: float(filter_norm(v.reshape(1, -1), 0, p)[0]))
              for m in group.members if m.role == "producer" and inits[m.tensor].ndim >= 2]
-    return np.mean(norms, axis=0) if norms else np.ones(group.size)
+    if not norms:
+        return np.ones(group.size)
+    norms = np.stack(norms)
+    seen = ~np.isnan(norms)
+    return np.where(seen.any(0), np.nansum(norms, axis=0) / np.maximum(seen.sum(0), 1), 0.0)
 
 
 def magnitudes(model: onnx.ModelProto, groups: list[ChannelGroup], p: int = 1, prefer_bn: bool = True
@@ -65,7 +72,10 @@ def magnitudes(model: onnx.ModelProto, groups: list[ChannelGroup], p: int = 1, p
     """Per group, channel magnitudes on one scale across groups (see the module docstring)."""
     inits = initializer_map(model)  # once: converting every initializer per group cost seconds on densenet121
     gammas = [bn_gammas(model, g, inits) if prefer_bn else [] for g in groups]
-    bn = {i: np.nanmean(np.stack(gs), axis=0) for i, gs in enumerate(gammas) if gs}
+    # BN scores a group only when a BN sees every channel (a branch tied by a channel shuffle normalises only the
+    # units it makes): otherwise its filters score it
+    bn = {i: np.nanmean(np.stack(gs), axis=0) for i, gs in enumerate(gammas)
+          if gs and (~np.isnan(np.stack(gs))).any(axis=0).all()}
     scale = float(np.median(np.concatenate(list(bn.values())))) if bn else 1.0
     out = []
     for i, g in enumerate(groups):
@@ -102,6 +112,12 @@ def apoz_scores(groups: list[ChannelGroup], stats: Stats | None) -> list[np.ndar
     return [apoz.channel_scores(consumer_mean(stats, g, "apoz")) for g in groups]
 
 
+def taylor_scores(groups: list[ChannelGroup], stats: Stats | None) -> list[np.ndarray]:
+    """First-order Taylor Σ|g·a| of each channel (mean over samples), averaged over the tensors the group's
+    consumers read: the loss change its removal would cause to first order (Molchanov et al. 2017)."""
+    return [consumer_mean(stats, g, "taylor") for g in groups]
+
+
 def ri_scores(groups: list[ChannelGroup], stats: Stats | None, beta: float) -> list[np.ndarray]:
     """Mean relative-importance score of each channel's outgoing connections, over the group's consumers."""
     if stats is None:
@@ -130,4 +146,6 @@ def scores(criterion: str, model: onnx.ModelProto, groups: list[ChannelGroup], s
         return apoz_scores(groups, stats)
     if criterion == "ri":
         return ri_scores(groups, stats, beta)
+    if criterion == "taylor":
+        return taylor_scores(groups, stats)
     raise OnnxPruneError(f"--criterion {criterion}: not a channel criterion")

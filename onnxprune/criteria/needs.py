@@ -16,6 +16,10 @@ Conv+Add+ReLU fusion and cost ~20 % extra time). A chain that ends in a graph ou
 | ri        | contrib of every layer (input tensor + layer name; the activation output is tapped)   |
 | gram      | gram of every Gemm/MatMul input (Conv reconstruction streams full maps instead)       |
 | all       | all of the above                                                                      |
+
+Criteria in `GRADIENTS` need no onnxruntime statistics but one gradient pass of the model in PyTorch over the
+calibration data (`recover/taylor.py: taylor_stats`, run by `workflows/prune.prepare`): taylor gives |g·w| per
+weight and Σ|g·a| per channel of the tensors channel groups' consumers read, stored as the statistic "taylor".
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ from ..units.tokens import feature_kind
 from ..units.weights import contrib_spec, weight_layers
 
 CRITERIA = ("fscreen", "apoz", "wanda", "ri", "gram", "all")
+GRADIENTS = ("taylor",)  # criteria computed from gradients through the torch graph, not from onnxruntime statistics
+
+
+def needs_gradients(criterion: str) -> bool:
+    return criterion in GRADIENTS
 
 
 def parse_criteria(criteria) -> set[str]:

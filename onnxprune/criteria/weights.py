@@ -13,8 +13,9 @@ from ..stats import Stats
 from ..units.weights import WeightLayer
 from . import activation_aware, apoz, fscreen, magnitude, relative_importance
 
-CRITERIA = ("magnitude", "fscreen", "ri", "wanda", "apoz")
-NEEDS = {"fscreen": "class_moments", "wanda": "moments", "apoz": "zeros", "ri": "contrib"}  # the statistic each needs
+CRITERIA = ("magnitude", "fscreen", "ri", "wanda", "apoz", "taylor")
+# the onnxruntime statistic each needs; taylor needs a gradient pass instead (criteria/needs.py: GRADIENTS)
+NEEDS = {"fscreen": "class_moments", "wanda": "moments", "apoz": "zeros", "ri": "contrib"}
 SCOPE = {"wanda": "row", "apoz": "layer"}
 
 
@@ -36,6 +37,10 @@ def scores(criterion: str, layers: list[WeightLayer], weights: list[np.ndarray],
         vals = [activation_aware.wanda(x, L.per_input(stats.get(L.input, "sqnorm"))) for L, x in zip(layers, weights)]
         notes.append("wanda compares weights within each output row: every row keeps the same fraction, rows of "
                      "removed neurons aside (--allocation does not apply)")
+    elif criterion == "taylor":
+        vals = [stats.get(L.weight, "taylor") for L in layers]
+        notes.append(f"taylor: |g·w| per weight, g the gradient of the cross-entropy over the calibration data "
+                     f"(labels: {stats.label_mode}), compared over all layers")
     elif criterion == "apoz":
         vals = [L.per_input(apoz.activity(stats.get(L.input, "apoz"))) for L in layers]
         notes.append("apoz: weights score 1 − APoZ of their input neuron (whole input neurons go first, ties by |w|),"

@@ -141,3 +141,18 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large float initializers keep their type and dims but not their data: all shape inference
+    needs (small constants such as Reshape targets keep their values), without passing the weights in and out of
+    onnx's C++ inference (most of its cost on a 100 MB model)."""
+    m = copy_model(model)
+    for t in m.graph.initializer:
+        if t.data_type in FLOAT_TYPES and int(np.prod(t.dims)) > 1024:
+            for f in ("raw_data", "float_data", "double_data", "int32_data"):
+                t.ClearField(f)
+    return m

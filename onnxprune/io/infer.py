@@ -12,9 +12,10 @@ from .runtime import make_session, run_batches
 
 
 def outputs(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference",
-            reduce=None) -> np.ndarray:
-    """The model's first output on every sample (each batch passed through `reduce` first), concatenated."""
-    sess = make_session(model)
+            reduce=None, threads: int | None = None) -> np.ndarray:
+    """The model's first output on every sample (each batch passed through `reduce` first), concatenated;
+    `threads`: onnxruntime's intra-op threads (None: its default)."""
+    sess = make_session(model, threads=threads)
     bs = data.batch_size(batch_size)
     parts = [o[0] if reduce is None else reduce(o[0])
              for o in track(run_batches(sess, data.batches(bs), [sess.get_outputs()[0].name]), desc,

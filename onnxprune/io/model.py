@@ -176,13 +176,30 @@ def serialize(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def size_report(dense: onnx.ModelProto, pruned: onnx.ModelProto) -> dict[str, int]:
-    """Serialized bytes, raw and zlib-compressed (where unstructured zeros pay off), before and after."""
+ZLIB_EXACT_BYTES = 16 << 20  # compressed in full up to this size; above, estimated from evenly spaced blocks
+ZLIB_BLOCKS = (32, 1 << 19)  # ... 32 blocks of 512 KB (16 MB): ~1 s instead of ~6-25 s for ResNet-50's 100 MB
+
+
+def compressed_size(data: bytes, level: int = 6) -> tuple[int, bool]:
+    """zlib-compressed size of `data` and whether it is an estimate (the compressed fraction of evenly spaced
+    blocks times the length: deterministic, within ~1 % of the full compression on ResNet-50, dense or pruned)."""
     import zlib
 
+    if len(data) <= ZLIB_EXACT_BYTES:
+        return len(zlib.compress(data, level)), False
+    count, block = ZLIB_BLOCKS
+    starts = np.linspace(0, len(data) - block, count).astype(np.int64)
+    packed = sum(len(zlib.compress(data[s:s + block], level)) for s in starts)
+    return int(round(packed * len(data) / (count * block))), True
+
+
+def size_report(dense: onnx.ModelProto, pruned: onnx.ModelProto) -> dict[str, int]:
+    """Serialized bytes, raw and zlib-compressed (where unstructured zeros pay off), before and after; `zlib_estimated`
+    is 1 when a compressed size is estimated from blocks (models over ZLIB_EXACT_BYTES)."""
     d, p = serialize(dense), serialize(pruned)
-    return {"dense_raw": len(d), "dense_zlib": len(zlib.compress(d, 9)),
-            "pruned_raw": len(p), "pruned_zlib": len(zlib.compress(p, 9))}
+    (dz, de), (pz, pe) = compressed_size(d, 9), compressed_size(p, 9)
+    return {"dense_raw": len(d), "dense_zlib": dz, "pruned_raw": len(p), "pruned_zlib": pz,
+            "zlib_estimated": int(de or pe)}
 
 
 # Files written in this process, in order: a failure after a model was written names them (the CLI adds them to

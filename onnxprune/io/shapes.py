@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
+from .graph import without_weights
 from .runtime import dim_of, input_specs, make_session
 
 Shape = tuple[int, ...]
@@ -161,8 +162,7 @@ def runtime_types(model: onnx.ModelProto, tensors: list[str], inputs: Mapping[st
 def _inferred(model: onnx.ModelProto, inputs: Mapping[str, Shape]) -> dict[str, tuple[int | str | None, ...]]:
     """Non-strict shape inference (with data propagation) on a copy whose inputs declare `inputs`; a dim that is
     not a positive value is symbolic (its name) or None."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = without_weights(model)
     del m.graph.value_info[:]
     for vi in m.graph.input:
         if vi.name in inputs:

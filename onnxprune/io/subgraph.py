@@ -54,3 +54,47 @@ def _set_outputs(m: onnx.ModelProto, tensors: list[str], elem_type: int) -> onnx
     del m.graph.output[:]
     m.graph.output.extend(helper.make_tensor_value_info(t, elem_type, None) for t in tensors)
     return m
+
+
+def piece(model: onnx.ModelProto, nodes: list[onnx.NodeProto], inputs: list[tuple[str, int]],
+          outputs: list[tuple[str, int]]) -> onnx.ModelProto:
+    """A model of just `nodes` (in order), fed `inputs` and returning `outputs` ((name, ONNX element type) pairs,
+    shapes left to the runtime), with the initializers those nodes read copied from `model` as they are now.
+
+    Built from scratch rather than cut from a copy, so a piece costs its own weights, not the whole model's."""
+    read = {x for n in nodes for x in reads(n)}
+    inits = [t for t in model.graph.initializer if t.name in read]
+    graph = helper.make_graph(nodes, f"{model.graph.name}.piece",
+                              [helper.make_tensor_value_info(n, e, None) for n, e in inputs],
+                              [helper.make_tensor_value_info(n, e, None) for n, e in outputs], inits)
+    out = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    out.functions.extend(model.functions)
+    return out
+
+
+def reads(node: onnx.NodeProto) -> list[str]:
+    """Every tensor a node reads: its inputs and the outer-scope names its subgraphs (If / Loop / Scan) use."""
+    names = [x for x in node.input if x]
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                  list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+            inner = {o for n in g.node for o in n.output} | {i.name for i in g.input} | \
+                {t.name for t in g.initializer}
+            names += [x for n in g.node for x in reads(n) if x not in inner]
+    return names
+
+
+def between(model: onnx.ModelProto, inputs: set[str], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes, in graph order, that compute `outputs` from `inputs` and the initializers (a walk up from the
+    outputs that stops at the inputs)."""
+    g = model.graph
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    take: set[int] = set()
+    stack = [t for t in outputs if t not in inputs]
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i in take:
+            continue
+        take.add(i)
+        stack.extend(x for x in reads(g.node[i]) if x not in inputs)
+    return [g.node[i] for i in sorted(take)]

@@ -12,7 +12,6 @@ steadier than either latency.
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
@@ -24,7 +23,7 @@ import onnxruntime as ort
 
 from ..errors import OnnxPruneError
 from ..units.count import count
-from ..io.model import load_model, serialize
+from ..io.model import compressed_size, load_model, serialize
 from ..io.runtime import input_specs, make_session, parse_dims
 from ..io.shapes import concrete_inputs
 
@@ -82,6 +81,7 @@ class ModelInfo:
     params: int
     macs: int  # multiply-accumulates at the benchmarked shapes (batch 1)
     macs_unknown: int  # MAC-bearing nodes whose shapes could not be inferred: `macs` is then a lower bound
+    compressed_estimated: bool = False  # `compressed_bytes` estimated from blocks (io.model.compressed_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -262,7 +262,8 @@ def _info(name: str, proto: onnx.ModelProto, src: str | bytes, shapes: dict[str,
     c = count(proto, shapes)
     data = Path(src).read_bytes() if isinstance(src, str) else src
     size = len(data) + (_external_bytes(src) if isinstance(src, str) else 0)
-    return ModelInfo(name, size, len(zlib.compress(data, 6)), int(c.params), int(c.macs), len(c.unknown))
+    packed, estimated = compressed_size(data, 6)
+    return ModelInfo(name, size, packed, int(c.params), int(c.macs), len(c.unknown), estimated)
 
 
 def _external_bytes(path: str) -> int:

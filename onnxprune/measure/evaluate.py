@@ -63,15 +63,17 @@ def _top1(kind: str):
     return None
 
 
-def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference") -> Outputs:
+def run(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference",
+        threads: int | None = None) -> Outputs:
     kind, _ = output_kind(model, data_shapes(data))
-    return Outputs(kind, outputs(model, data, batch_size, desc, _top1(kind)))
+    return Outputs(kind, outputs(model, data, batch_size, desc, _top1(kind), threads))
 
 
-def predict(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference") -> np.ndarray:
+def predict(model: onnx.ModelProto, data: Dataset, batch_size: int = 256, desc: str = "inference",
+            threads: int | None = None) -> np.ndarray:
     """Top-1 class per sample (classifiers); per position for score maps ((N, positions)); the raw outputs for a
     model without classes."""
-    out = run(model, data, batch_size, desc)
+    out = run(model, data, batch_size, desc, threads)
     pred = out.predictions()
     return out.values if pred is None else pred
 

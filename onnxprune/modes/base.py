@@ -45,8 +45,10 @@ class Mode(Protocol):
                     settings: PruneSettings) -> onnx.ModelProto:
         """Least-squares re-fit of the pruned model against the dense one on `data`."""
 
-    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
-        """Per-unit table, totals, sizes and notes."""
+    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = (),
+               shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
+        """Per-unit table, totals, sizes and notes; MACs counted at `shapes` (the data's input shapes) when given,
+        so a model with a dynamic sequence length or image size is counted at the size it is used at."""
 
     def kept(self, scores: Scores, plan: Plan) -> dict[str, tuple[int, int]]:
         """Layer or group → (kept, total), for reports and plots."""

@@ -23,7 +23,7 @@ from ..units.groups import ChannelGroup, analyse, protected_nodes
 from ..units.tokens import View, analyse_views, head_dim, head_magnitudes, is_head_group
 from ..units.weights import contrib_spec, weight_layers
 
-CRITERIA = ("fscreen", "bn", "l1", "l2", "apoz", "ri")
+CRITERIA = channel_criteria.CRITERIA
 STATS_FOR = {"fscreen": "class_moments", "apoz": "zeros"}  # per-channel statistics of the tensors consumers read
 
 
@@ -92,6 +92,8 @@ class Structured:
                                                     settings.beta) if rest else [])
             mags = {g.id: head_magnitudes(model, g, p) for g in heads}
             per = [_rescaled(mags[g.id]) if g.id in mags else next(per_rest) for g in groups]
+        elif heads and settings.criterion == "fscreen":
+            per = _fscreen_with_head_contributions(model, groups, stats, settings.alpha)
         else:
             per = channel_criteria.scores(settings.criterion, model, groups, stats, settings.alpha, settings.beta)
         return ChannelScores(settings.criterion, groups,
@@ -118,19 +120,23 @@ class Structured:
                     settings: PruneSettings) -> onnx.ModelProto:
         return fold_bias_adds(refit_channels(dense, pruned, plan, data, settings))
 
-    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
+    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = (),
+               shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
         """Per channel group: channels and kept; totals; parameter, MAC and file-size changes (same keys as the
         unstructured report, with channels as the unit)."""
         analysed = analyse(dense)
         rows = []
         for g in analysed:
-            if g.prunable:  # counted in channels of the tensors (a grouped conv's unit stands for `tiles` channels)
-                kept = len(plan.channels.get(g.id, range(g.size))) * g.tiles
-                rows.append({"layer": g.id, "weight": g.id, "op": "channels", "weights": g.channels, "kept": kept,
-                             "sparsity": 1.0 - kept / g.channels, "protected": False, "shape": [g.channels],
-                             "pruned_shape": [kept]})
+            if g.prunable:  # counted in channels of the tensors (a grouped conv's unit stands for `tiles` channels,
+                # a head for its dh features, as selection counts them); the shape column shows heads × dh
+                units, dh = len(plan.channels.get(g.id, range(g.size))), head_dim(g)
+                kept, total = units * g.tiles * dh, g.channels * dh
+                rows.append({"layer": g.id, "weight": g.id, "op": "channels", "weights": total, "kept": kept,
+                             "sparsity": 1.0 - kept / total, "protected": False,
+                             "shape": [g.channels] if dh == 1 else [g.size, dh],
+                             "pruned_shape": [kept] if dh == 1 else [units, dh]})
         total, kept = sum(r["weights"] for r in rows), sum(r["kept"] for r in rows)
-        c0, c1 = count(dense), count(pruned)
+        c0, c1 = count(dense, shapes), count(pruned, shapes)
         skipped = [g.reason if g.reason == g.id else f"{g.id}: {g.reason}" for g in analysed if not g.prunable]
         return {
             "criterion": plan.settings.get("criterion"), "ratio": plan.settings.get("ratio"), "unit": "channels",
@@ -142,7 +148,25 @@ class Structured:
 
     def kept(self, scores: ChannelScores, plan: Plan) -> dict[str, tuple[int, int]]:
         """Group id → (kept, total) channels of the tensors, for reports."""
-        return {g.id: (len(plan.channels.get(g.id, range(g.size))) * g.tiles, g.channels) for g in scores.groups}
+        return {g.id: (len(plan.channels.get(g.id, range(g.size))) * g.tiles * head_dim(g), g.channels * head_dim(g))
+                for g in scores.groups}
+
+
+def _fscreen_with_head_contributions(model: onnx.ModelProto, groups: list[ChannelGroup], stats: Stats | None,
+                                     alpha: float) -> list[np.ndarray]:
+    """F-screen (`criteria.channels.fscreen_scores`) whose magnitude term for a head group is the head's
+    data-driven contribution E_h·‖W_h‖² to the output projection (`criteria.heads`) instead of its q/k/v filter
+    norms: what a head adds to the residual stream, not what it reads."""
+    from ..criteria import fscreen
+    from ..criteria.heads import contributions
+
+    f = [channel_criteria.consumer_mean(stats, g, "f") for g in groups]
+    mags = channel_criteria.magnitudes(model, groups)
+    for i, g in enumerate(groups):
+        c = contributions(model, g, stats) if is_head_group(g) else None
+        if c is not None:
+            mags[i] = _rescaled(c)
+    return fscreen.channel_scores(f, mags, alpha)
 
 
 def _rescaled(v: np.ndarray) -> np.ndarray:

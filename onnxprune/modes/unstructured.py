@@ -99,7 +99,8 @@ class Unstructured:
                     settings: PruneSettings) -> onnx.ModelProto:
         return refit_weights(dense, pruned, plan, data, settings)
 
-    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = ()) -> dict:
+    def report(self, dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, notes: list[str] = (),
+               shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
         """Per-layer weights / kept / sparsity (non-zeros left in the file, dead neurons counted as pruned), totals
         over the candidates and over all prunable layers, and file sizes raw and zlib-compressed."""
         pw = initializer_map(pruned)

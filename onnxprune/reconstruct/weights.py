@@ -1,4 +1,5 @@
-"""Least-squares re-fit after weight masking (unstructured): OBS / SparseGPT-style, one layer at a time."""
+"""Least-squares re-fit after weight masking (unstructured): OBS / SparseGPT-style, one layer at a time, the models
+run block by block (`blocks.BlockForward`) so the cost is one pass of each, not one per layer."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,8 @@ from ..io.model import validate
 from ..rewrite.dead_neurons import remove as remove_dead_neurons
 from ..rewrite.masks import masked
 from ..select.plan import Plan, PruneSettings
-from ..stats import stream
 from ..units.weights import linear_form, weight_layers
+from .blocks import BlockForward, affordable
 from .least_squares import PairedGram, refit_linear
 
 
@@ -24,9 +25,20 @@ def refit_weights(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, d
     maps, _ = remove_dead_neurons(masked(dense, plan), layers)  # the neuron removal `apply` did → index maps
     work = copy_model(pruned)
     wd = initializer_map(dense)
-    for L in layers:
-        if L.weight not in plan.masks or L.op == "Conv":
-            continue
+    order = [L for L in layers if L.weight in plan.masks and L.op != "Conv"]
+    if not order:
+        validate(work)
+        return work
+    # both models block by block (linear in depth): the dense inputs never change, the pruned ones are computed
+    # with the layers re-fitted so far (each step is built after the write-back of the step before)
+    wanted = [L.input for L in order]
+    fwd_dense, fwd_work = BlockForward(dense, wanted), BlockForward(work, wanted)
+    count = affordable([(fwd_dense, dense), (fwd_work, work)], data, len(data))
+    if count < len(data):
+        data = data.subset(np.unique(np.linspace(0, len(data) - 1, count).astype(int)))
+    batch = settings.batch_size
+    steps = zip(fwd_dense.run(dense, data, batch), fwd_work.run(work, data, batch))
+    for L, (dense_in, pruned_in) in zip(order, steps):
         lin = linear_form(dense, L)
         rows = maps.get(L.weight, {}).get("out", np.arange(L.shape[L.out_axis]))
         cols = maps.get(L.weight, {}).get("in", np.arange(L.shape[L.in_axis]))
@@ -35,9 +47,8 @@ def refit_weights(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, d
         b_eff = None if lin.bias is None else \
             lin.beta * np.broadcast_to(wd[lin.bias].astype(np.float64).reshape(-1), (L.shape[L.out_axis],))[rows]
         gram = PairedGram()
-        for xd, xp in zip(stream(dense, data, [L.input], batch_size=settings.batch_size),
-                          stream(work, data, [L.input], batch_size=settings.batch_size)):
-            gram.update(xp[L.input], xd[L.input])
+        for xd, xp in zip(dense_in, pruned_in):
+            gram.update(xp, xd)
         fit_bias = lin.in_node and lin.bias is not None and wd[lin.bias].size == L.shape[L.out_axis]
         w_new, b_new = refit_linear(gram, w_eff, b_eff, keep, settings.ridge, fit_bias)
         cur = next(x for x in weight_layers(work) if x.weight == L.weight)

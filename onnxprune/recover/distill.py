@@ -7,6 +7,12 @@ dense graph in onnxruntime as the teacher on the *same* augmented batch, and min
   + feature_weight · Σ_f mean((s_f − t_f[kept])²) / var(t_f[kept])      (feature targets, see `match_features`)
   + CE(z_s, y)                                                          (only with labels=True and labelled data)
 
+Structure: `train_step` is one optimiser step (a pure function of student, optimiser, masks, batch and teacher
+logits — reusable by a data-parallel driver); `Distiller` holds one run's fixed parts (split, augmentation, teacher)
+and a replaceable student, and runs epochs of `train_step`; `recover` is one Distiller run with a cosine schedule,
+held-out early stopping and BN re-estimation; training-time pruning (`workflows/iterative.py`) is another, which
+swaps the student between epochs.
+
 Design decisions (measured on ResNet-20 / LeNet-300-100, see the module README_decision.md and the issue note):
 
 * Teacher in onnxruntime: 3× faster than the same graph in torch without gradient on this CPU (0.038 s vs 0.12 s a
@@ -59,7 +65,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,6 +120,7 @@ class RecoveryReport:
     cpu_s: float
     settings: dict[str, Any]
     history: list[EpochLog] = field(default_factory=list)
+    pruning_steps: list[dict] = field(default_factory=list)  # training-time pruning (workflows/iterative.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -407,93 +414,257 @@ def recover(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: "Dataset | An
                         t_wall, t_cpu)
 
 
-def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment, seed, budget, holdout_fraction,
-             patience, optimizer, weight_decay, warmup_fraction, feature_weight, features, min_corr, bn_reestimate,
-             bn_mode, bn_align, mix, keep_best, threads, progress, settings, t_wall, t_cpu):
-    student = TorchGraph(pruned)  # raises on unsupported ops before anything is trained
-    in_names = student.input_names
-    d_inputs = _input_dtypes(dense)
-    if set(d_inputs) != set(in_names):
-        raise OnnxPruneError(f"pruned and reference models have different inputs ({sorted(in_names)} vs "
-                             f"{sorted(d_inputs)})")
-    arrays = _arrays(data, in_names)
-    n = len(next(iter(arrays.values())))
-    y_all = getattr(data, "labels", None)
-    if use_labels and y_all is None:
-        raise OnnxPruneError("labels=True but the recovery data has no labels ('y')")
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_hold = int(round(n * holdout_fraction)) if holdout_fraction > 0 else 0
-    n_hold = min(n_hold, n - 1)
-    hold_idx, train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    train = {k: v[train_idx] for k, v in arrays.items()}
-    hold = {k: v[hold_idx] for k, v in arrays.items()}
-    y_train = None if y_all is None or not use_labels else np.asarray(y_all)[train_idx]
-    pad, flip, aug_desc = _augment_plan(arrays, augment)
-    s_dtypes = {k: student.input_dtypes.get(k, torch.float32) for k in in_names}
+# ---------------------------------------------------------------------------------------------- the training step
+def train_step(student: TorchGraph, opt: _Optimizer, masks: dict[str, torch.Tensor], feed: dict[str, torch.Tensor],
+               teacher_logits: np.ndarray, *, temperature: float, lr: float, labels: np.ndarray | None = None,
+               feature_targets: dict[str, torch.Tensor] | None = None, feature_weight: float = 0.0,
+               fetch: Sequence[str] = ()) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
+    """One optimiser step: KL to the teacher's logits at `temperature` (+ feature targets, + CE on `labels`);
+    gradients of masked tensors masked and the masks re-applied after the step, so zeros stay exactly zero.
 
-    def feed_of(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    Returns (loss, distillation loss, feature loss) and the `fetch`ed student tensors of this training forward pass
+    (detached): the activations that training-time pruning accumulates its statistics from, at no extra pass."""
+    out_name = student.output_names[0]
+    targets = feature_targets or {}
+    s_out = student.run(feed, fetch=list(dict.fromkeys([out_name, *targets, *fetch])))
+    z = s_out[out_name]
+    kd = _kd(z, torch.from_numpy(teacher_logits), temperature)
+    loss = kd
+    fl = torch.zeros(())
+    for nm, tgt in targets.items():
+        fl = fl + F.mse_loss(s_out[nm], tgt) / (tgt.var() + 1e-6)
+    if targets:
+        loss = loss + feature_weight * fl / len(targets)
+    if labels is not None:
+        loss = loss + F.cross_entropy(z, torch.from_numpy(labels).long())
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for nm, m in masks.items():
+            g_ = student.tensor(nm).grad
+            if g_ is not None:
+                g_.mul_(m)
+    opt.step()
+    with torch.no_grad():
+        for nm, m in masks.items():
+            student.tensor(nm).mul_(m)
+    return (float(loss.detach()), float(kd.detach()), float(fl.detach())), {k: s_out[k].detach() for k in fetch}
+
+
+def zero_masks(student: TorchGraph) -> dict[str, torch.Tensor]:
+    """A keep-mask for every ≥ 2-D trainable tensor holding exact zeros (unstructured pruning's zeros)."""
+    masks = {}
+    for nm in student.trainable_names():
+        p = student.tensor(nm)
+        if p.dim() >= 2 and bool((p == 0).any()):
+            masks[nm] = (p != 0).to(p.dtype)
+    return masks
+
+
+class Cosine:
+    """Linear warm-up then cosine to zero over `total` steps (`total` may be re-planned while training)."""
+
+    def __init__(self, base_lr: float, total: int, warmup_fraction: float):
+        self.base, self.total = base_lr, max(1, total)
+        self.warm = int(round(warmup_fraction * self.total))
+
+    def __call__(self, step: int) -> float:
+        if self.warm and step < self.warm:
+            return self.base * (step + 1) / self.warm
+        frac = (step - self.warm) / max(1, self.total - self.warm)
+        return self.base * 0.5 * (1 + np.cos(np.pi * min(1.0, frac)))
+
+
+def channels_last_safe(model: onnx.ModelProto) -> bool:
+    """Whether torch may train this graph on channels-last images: every 2-D Conv's output and per-group input
+    channel counts are multiples of 8. With counts such as 7 or 9 (`--round-to 1`, other tools' pruning), torch's
+    CPU convolution backward on channels-last inputs corrupts the heap and aborts the process (torch 2.13 and 2.14;
+    `tests/recover/test_distill.py`), so such graphs train in the default layout."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        dims = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if dims is not None and len(dims) == 4 and (dims[0] % 8 or (dims[1] % 8 and dims[1] > 4)):
+            return False
+    return True
+
+
+class Distiller:
+    """One distillation run: what stays fixed — the seeded train / held-out split, augmentation, the teacher (the
+    dense model in onnxruntime) and its held-out predictions — and the student (graph, masks, optimiser), which
+    `set_student` may replace between epochs: training-time pruning (`workflows/iterative.py`) swaps in a narrower
+    graph or new masks and keeps training with the same data order, teacher and step count."""
+
+    def __init__(self, student: onnx.ModelProto, dense: onnx.ModelProto, data: Any, *, batch_size: int = 64,
+                 temperature: float = 4.0, labels: bool = False, augment: bool | None = None, seed: int = 0,
+                 holdout_fraction: float = 0.05, threads: int = 1, optimizer: str = "sgd", lr: float | None = None,
+                 weight_decay: float = 5e-4, feature_weight: float = 0.0, features: list[str] | None = None,
+                 min_corr: float = 0.7, mix: str | None = None):
+        graph = TorchGraph(student)  # raises on unsupported ops before anything is trained
+        in_names = graph.input_names
+        d_inputs = _input_dtypes(dense)
+        if set(d_inputs) != set(in_names):
+            raise OnnxPruneError(f"pruned and reference models have different inputs ({sorted(in_names)} vs "
+                                 f"{sorted(d_inputs)})")
+        arrays = _arrays(data, in_names)
+        n = len(next(iter(arrays.values())))
+        y_all = getattr(data, "labels", None)
+        if labels and y_all is None:
+            raise OnnxPruneError("labels=True but the recovery data has no labels ('y')")
+        self.rng = rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        n_hold = int(round(n * holdout_fraction)) if holdout_fraction > 0 else 0
+        self.n_hold = n_hold = min(n_hold, n - 1)
+        hold_idx, self.train_idx = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+        self.train = {k: v[self.train_idx] for k, v in arrays.items()}
+        self.hold = {k: v[hold_idx] for k, v in arrays.items()}
+        self.train_labels = None if y_all is None else np.asarray(y_all)[self.train_idx]
+        self.y_train = self.train_labels if labels else None  # cross-entropy targets
+        self.pad, self.flip, self.augment_desc = _augment_plan(arrays, augment)
+        self.s_dtypes = {k: graph.input_dtypes.get(k, torch.float32) for k in in_names}
+        self.batch_size, self.temperature, self.mix, self.seed = batch_size, temperature, mix, seed
+        self.threads, self.optimizer, self.weight_decay = threads, optimizer, weight_decay
+        self.base_lr = (0.03 if optimizer == "sgd" else 1e-3) if lr is None else lr
+        self.feature_weight = feature_weight
+        probe = {k: v[:min(256, len(v))] for k, v in self.train.items()}
+        self.feat_idx = match_features(graph, student, None, dense, probe, threads, min_corr, features) \
+            if feature_weight > 0 else {}
+        self.teacher = _Teacher(dense, threads, list(self.feat_idx))
+        self.hold_teacher = np.concatenate([self.teacher({k: v[i:i + 256] for k, v in self.hold.items()})[0].argmax(1)
+                                            for i in range(0, n_hold, 256)]) if n_hold else np.zeros(0, np.int64)
+        self.step = 0
+        self.set_student(student, graph)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.train_idx) // self.batch_size))
+
+    def set_student(self, model: onnx.ModelProto, graph: TorchGraph | None = None) -> None:
+        """Train `model` from now on: its own graph, masks from its exact zeros, a fresh optimiser state."""
+        self.model = model
+        self.graph = graph if graph is not None else TorchGraph(model)
+        names = self.graph.trainable_names()
+        self.trained_tensors = len(names)
+        params = [self.graph.tensor(nm) for nm in names]
+        self.masks = zero_masks(self.graph)
+        self.masked_zeros = int(sum(int((m == 0).sum()) for m in self.masks.values()))
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        self.opt = _Optimizer(groups, self.optimizer, self.base_lr)
+        self.memory_format = torch.channels_last if channels_last_safe(model) else torch.contiguous_format
+
+    def feed_of(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {}
         for k, v in batch.items():
-            t = torch.from_numpy(np.ascontiguousarray(v)).to(s_dtypes[k])
+            t = torch.from_numpy(np.ascontiguousarray(v)).to(self.s_dtypes[k])
             # channels-last images: torch's CPU convolutions run ~1.7x faster (forward + backward, ResNet-20)
-            out[k] = t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+            out[k] = t.contiguous(memory_format=self.memory_format) if t.dim() == 4 else t
         return out
 
-    out_name = student.output_names[0]
-    probe = {k: v[:min(256, len(v))] for k, v in train.items()}
-    feat_idx = match_features(student, pruned, None, dense, probe, threads, min_corr, features) \
-        if feature_weight > 0 else {}
-    feat_names = list(feat_idx)
-    teacher = _Teacher(dense, threads, feat_names)
-
-    def agreement() -> float | None:
-        if not n_hold:
+    def agreement(self) -> float | None:
+        """Top-1 agreement of the student (inference mode) with the dense model on the held-out split."""
+        if not self.n_hold:
             return None
+        student, out_name = self.graph, self.graph.output_names[0]
         student.eval()
         hits = 0
         with torch.no_grad():
-            for i in range(0, n_hold, 256):
-                b = {k: v[i:i + 256] for k, v in hold.items()}
-                hits += int((student.run(feed_of(b))[out_name].argmax(1).numpy() == hold_teacher[i:i + 256]).sum())
+            for i in range(0, self.n_hold, 256):
+                b = {k: v[i:i + 256] for k, v in self.hold.items()}
+                hits += int((student.run(self.feed_of(b))[out_name].argmax(1).numpy()
+                             == self.hold_teacher[i:i + 256]).sum())
         student.train()
-        return hits / n_hold
+        return hits / self.n_hold
 
-    hold_teacher = np.concatenate([teacher({k: v[i:i + 256] for k, v in hold.items()})[0].argmax(1)
-                                   for i in range(0, n_hold, 256)]) if n_hold else np.zeros(0, np.int64)
+    def epoch(self, lr_at: Callable[[int], float], fetch: Sequence[str] = (),
+              on_batch: Callable[[dict[str, torch.Tensor], np.ndarray, np.ndarray], None] | None = None
+              ) -> np.ndarray:
+        """One pass over the shuffled training split (augmented, teacher-labelled), one `train_step` a batch;
+        `on_batch(fetched, teacher_logits, train_rows)` sees every step's fetched activations. Returns the mean
+        (loss, distillation loss, feature loss)."""
+        order = self.rng.permutation(len(self.train_idx))
+        sums = np.zeros(3)
+        for b0 in range(0, len(order), self.batch_size):
+            idx = np.sort(order[b0:b0 + self.batch_size])
+            if len(idx) < 2:
+                continue
+            batch = {k: v[idx] for k, v in self.train.items()}
+            if self.pad or self.flip:
+                batch = {k: _augment(v, self.pad, self.flip, self.rng) for k, v in batch.items()}
+            if self.mix:
+                batch = _mix(batch, self.mix, self.rng)
+            t_logits, t_feats = self.teacher(batch)
+            targets = {nm: torch.from_numpy(tf).index_select(1, torch.from_numpy(self.feat_idx[nm]))
+                       for nm, tf in zip(self.feat_idx, t_feats)}
+            losses, got = train_step(self.graph, self.opt, self.masks, self.feed_of(batch), t_logits,
+                                     temperature=self.temperature, lr=lr_at(self.step),
+                                     labels=None if self.y_train is None else self.y_train[idx],
+                                     feature_targets=targets, feature_weight=self.feature_weight, fetch=fetch)
+            if on_batch is not None:
+                on_batch(got, t_logits, idx)
+            self.step += 1
+            sums += [losses[0] * len(idx), losses[1] * len(idx), losses[2] * len(idx)]
+        return sums / max(1, len(order))
 
-    # ---- parameters, masks
-    names = student.trainable_names()
-    params = [student.tensor(nm) for nm in names]
-    masks: dict[str, torch.Tensor] = {}
-    for nm, p in zip(names, params):
-        if p.dim() >= 2 and bool((p == 0).any()):
-            masks[nm] = (p != 0).to(p.dtype)
-    masked_zeros = int(sum(int((m == 0).sum()) for m in masks.values()))
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    base_lr = (0.03 if optimizer == "sgd" else 1e-3) if lr is None else lr
-    opt = _Optimizer(groups, optimizer, base_lr)
+    def align_bn(self) -> None:
+        """`_align_bn` on the training split (before training a freshly pruned or re-fitted student)."""
+        if self.graph.bn_nodes():
+            _align_bn(self.graph, self.train, self.feed_of, self.batch_size, self.pad, self.flip,
+                      np.random.default_rng(self.seed + 2))
 
-    steps_per_epoch = max(1, -(-len(train_idx) // batch_size))
+    def reestimate_bn(self) -> None:
+        _reestimate_bn(self.graph, self.train, self.feed_of, self.batch_size, self.pad, self.flip,
+                       np.random.default_rng(self.seed + 1))
+
+    def bn_state(self) -> dict[str, torch.Tensor]:
+        return {nm: self.graph.tensor(nm).detach().clone() for n_ in self.graph.bn_nodes() for nm in n_.input[3:5]}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, v in state.items():
+                self.graph.tensor(k).copy_(v)
+
+    def finish_bn(self, after: float | None, mode: bool | None) -> tuple[bool, float | None]:
+        """Re-estimate BN statistics (`mode` True: keep them; None: keep them unless held-out agreement drops;
+        False: keep the training EMA). Returns (re-estimated, agreement after)."""
+        if mode is False or not self.graph.bn_nodes():
+            return False, after
+        saved = self.bn_state()
+        self.reestimate_bn()
+        new_agree = self.agreement()
+        if mode is None and after is not None and new_agree is not None and new_agree < after:
+            self.load(saved)
+            return False, after
+        return True, new_agree
+
+    def written(self) -> onnx.ModelProto:
+        """The student's model with the trained values written into its initializers (masks re-applied)."""
+        with torch.no_grad():
+            for nm, m in self.masks.items():
+                self.graph.tensor(nm).mul_(m)
+        self.graph.eval()
+        return self.graph.write_back(self.model)
+
+
+def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment, seed, budget, holdout_fraction,
+             patience, optimizer, weight_decay, warmup_fraction, feature_weight, features, min_corr, bn_reestimate,
+             bn_mode, bn_align, mix, keep_best, threads, progress, settings, t_wall, t_cpu):
+    d = Distiller(pruned, dense, data, batch_size=batch_size, temperature=T, labels=use_labels, augment=augment,
+                  seed=seed, holdout_fraction=holdout_fraction, threads=threads, optimizer=optimizer, lr=lr,
+                  weight_decay=weight_decay, feature_weight=feature_weight, features=features, min_corr=min_corr,
+                  mix=mix)
+    student = d.graph
+    steps_per_epoch = d.steps_per_epoch
     planned = epochs
-    total_steps = max(1, planned * steps_per_epoch)
-    warm = int(round(warmup_fraction * total_steps))
+    lr_at = Cosine(d.base_lr, planned * steps_per_epoch, warmup_fraction)
 
-    def lr_at(step: int) -> float:
-        if warm and step < warm:
-            return base_lr * (step + 1) / warm
-        frac = (step - warm) / max(1, total_steps - warm)
-        return base_lr * 0.5 * (1 + np.cos(np.pi * min(1.0, frac)))
-
-    before = agreement()
-    if epochs and bn_align and bn_mode == "train" and student.bn_nodes():
-        _align_bn(student, train, feed_of, batch_size, pad, flip, np.random.default_rng(seed + 2))
+    before = d.agreement()
+    if epochs and bn_align and bn_mode == "train":
+        d.align_bn()
     best_agree, best_epoch, best_state = before, 0, None
     history: list[EpochLog] = []
     stopped = "epochs"
-    step = 0
     bar = _progress(progress is True, planned) if planned else None
     if bn_mode == "frozen":
         student.eval()
@@ -504,50 +675,12 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
     while epoch < planned:
         epoch += 1
         t0 = time.perf_counter()
-        order = rng.permutation(len(train_idx))
-        sums = np.zeros(3)
-        for b0 in range(0, len(order), batch_size):
-            idx = np.sort(order[b0:b0 + batch_size])
-            if len(idx) < 2:
-                continue
-            batch = {k: v[idx] for k, v in train.items()}
-            if pad or flip:
-                batch = {k: _augment(v, pad, flip, rng) for k, v in batch.items()}
-            if mix:
-                batch = _mix(batch, mix, rng)
-            t_logits, t_feats = teacher(batch)
-            s_out = student.run(feed_of(batch), fetch=[out_name] + feat_names)
-            z = s_out[out_name]
-            kd = _kd(z, torch.from_numpy(t_logits), T)
-            loss = kd
-            fl = torch.zeros(())
-            for nm, tf in zip(feat_names, t_feats):
-                tgt = torch.from_numpy(tf).index_select(1, torch.from_numpy(feat_idx[nm]))
-                fl = fl + F.mse_loss(s_out[nm], tgt) / (tgt.var() + 1e-6)
-            if feat_names:
-                loss = loss + feature_weight * fl / len(feat_names)
-            if y_train is not None:
-                loss = loss + F.cross_entropy(z, torch.from_numpy(y_train[idx]).long())
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for nm, m in masks.items():
-                    g_ = student.tensor(nm).grad
-                    if g_ is not None:
-                        g_.mul_(m)
-            opt.step()
-            with torch.no_grad():
-                for nm, m in masks.items():
-                    student.tensor(nm).mul_(m)
-            step += 1
-            sums += [float(loss.detach()) * len(idx), float(kd.detach()) * len(idx), float(fl.detach()) * len(idx)]
-        agree = agreement()
+        sums = d.epoch(lr_at)
+        agree = d.agreement()
         if bn_mode == "frozen":
             student.eval()
-        log = EpochLog(epoch, sums[0] / len(order), sums[1] / len(order), sums[2] / len(order),
-                       float(opt.param_groups[0]["lr"]), agree, time.perf_counter() - t0)
+        log = EpochLog(epoch, sums[0], sums[1], sums[2], float(d.opt.param_groups[0]["lr"]), agree,
+                       time.perf_counter() - t0)
         history.append(log)
         if callable(progress):
             progress(log)
@@ -568,7 +701,7 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
                 fit = max(1, int((budget - t_setup - reserve) // per_epoch))
                 if fit < planned:  # re-plan so the cosine schedule completes inside the budget
                     planned = fit
-                    total_steps = max(step + 1, planned * steps_per_epoch)
+                    lr_at.total = max(d.step + 1, planned * steps_per_epoch)
                     if bar is not None:
                         bar.update(bar.task_ids[0], total=planned)
             if epoch < planned and elapsed + per_epoch + reserve > budget:
@@ -581,37 +714,23 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
     # go back to the best epoch only if it beats the last one by more than two standard errors of the held-out
     # agreement (250 images: ±2.7 points); otherwise held-out noise would pick a high-lr epoch over the annealed end
     if keep_best and best_state is not None and best_epoch != epoch and after is not None and best_agree is not None:
-        se = np.sqrt(max(best_agree * (1 - best_agree), 1e-4) / max(1, n_hold))
+        se = np.sqrt(max(best_agree * (1 - best_agree), 1e-4) / max(1, d.n_hold))
         if best_agree - after > 2 * se:
-            with torch.no_grad():
-                for k, v in best_state.items():
-                    student.tensor(k).copy_(v)
+            d.load(best_state)
             after = best_agree
         else:
             best_epoch = epoch
     reestimated = False
-    if epoch and bn_reestimate is not False and student.bn_nodes():
-        saved = {nm: student.tensor(nm).detach().clone() for n_ in student.bn_nodes() for nm in n_.input[3:5]}
-        _reestimate_bn(student, train, feed_of, batch_size, pad, flip, np.random.default_rng(seed + 1))
-        new_agree = agreement()
-        if bn_reestimate is None and after is not None and new_agree is not None and new_agree < after:
-            with torch.no_grad():
-                for k, v in saved.items():
-                    student.tensor(k).copy_(v)
-        else:
-            reestimated, after = True, new_agree
-    with torch.no_grad():
-        for nm, m in masks.items():
-            student.tensor(nm).mul_(m)
-    student.eval()
-    out = student.write_back(pruned)
+    if epoch:
+        reestimated, after = d.finish_bn(after, bn_reestimate)
+    out = d.written()
     report = RecoveryReport(
-        epochs_planned=planned, epochs_run=epoch, steps=step, best_epoch=best_epoch, stopped=stopped,
-        agreement_before=before, agreement_after=after, bn_reestimated=reestimated, augment=aug_desc,
-        features=feat_names, masked_tensors=len(masks), masked_zeros=masked_zeros, trained_tensors=len(names),
-        train_samples=len(train_idx), holdout_samples=n_hold, threads=threads, seed=seed,
-        wall_s=time.perf_counter() - t_wall, cpu_s=time.process_time() - t_cpu, settings=settings,
-        history=history)
+        epochs_planned=planned, epochs_run=epoch, steps=d.step, best_epoch=best_epoch, stopped=stopped,
+        agreement_before=before, agreement_after=after, bn_reestimated=reestimated, augment=d.augment_desc,
+        features=list(d.feat_idx), masked_tensors=len(d.masks), masked_zeros=d.masked_zeros,
+        trained_tensors=d.trained_tensors, train_samples=len(d.train_idx), holdout_samples=d.n_hold,
+        threads=threads, seed=seed, wall_s=time.perf_counter() - t_wall, cpu_s=time.process_time() - t_cpu,
+        settings=settings, history=history)
     return out, report
 
 

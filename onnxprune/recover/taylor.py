@@ -11,6 +11,10 @@ Loss (`loss=`):
 
 BatchNorm runs in inference mode (the model as deployed). Pure function: the model is not modified; the result
 is numpy arrays keyed by initializer name (weights) and tensor name (channels, axis 1).
+
+`taylor_stats` is what `--criterion taylor` runs in place of the onnxruntime statistics pass: the scores of every
+weight layer's weight and of every channels-first tensor a channel group's consumers read, as `Stats` under the key
+"taylor", which `criteria/weights.py` and `criteria/channels.py` lay out like any other statistic.
 """
 from __future__ import annotations
 
@@ -22,6 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OnnxPruneError
+from ..io.model import model_hash
+from ..stats import Stats
+from ..units.tokens import analyse_views
+from ..units.weights import weight_layers
 from .torch_graph import TorchGraph
 
 
@@ -47,6 +55,40 @@ def taylor_scores(model: onnx.ModelProto, data: Any, *, tensors: list[str] | Non
         return _scores(model, data, tensors or [], weights, reference, loss, temperature, batch_size, max_samples)
     finally:
         torch.set_num_threads(old)
+
+
+def taylor_stats(model: onnx.ModelProto, data: Any, *, labels: str = "auto", batch_size: int = 128,
+                 threads: int = 1) -> Stats:
+    """First-order Taylor scores of the dense `model` on `data` as statistics (key "taylor"): |g·w| under every
+    weight layer's weight name, Σ|g·a| per channel under every channels-first tensor that channel groups' consumers
+    read. The loss is cross-entropy on the data's labels (`labels` "auto" / "true") or, label-free ("predicted", or
+    "auto" without labels), on the model's own top-1 predictions — the dense model's distillation loss against
+    itself has zero gradient. Token / head tensors (transformers) get no channel score."""
+    groups, views = analyse_views(model)
+    tensors = sorted({t for g in groups if g.prunable for t in g.activations
+                      if views.get(t) is None or views[t].kind == "channels"})
+    true = labels == "true" or (labels == "auto" and getattr(data, "labels", None) is not None)
+    if true and getattr(data, "labels", None) is None:
+        raise OnnxPruneError("--labels true: the calibration data has no labels ('y')")
+    src = data if true else _Unlabelled(data)
+    w, c = taylor_scores(model, src, tensors=tensors, weights=[L.weight for L in weight_layers(model)], loss="ce",
+                         batch_size=data.batch_size(batch_size) if hasattr(data, "batch_size") else batch_size,
+                         threads=threads)
+    arrays = {(k, "taylor"): v for k, v in {**w, **c}.items()}
+    return Stats(arrays, model_hash=model_hash(model), n=len(data), label_mode="true" if true else "predicted",
+                 meta={"criterion": "taylor"})
+
+
+class _Unlabelled:
+    """`data` seen without labels: the Taylor loss then uses the model's own predictions."""
+
+    labels = None
+
+    def __init__(self, data: Any) -> None:
+        self.inputs = data.inputs
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
 
 
 def _scores(model, data, tensors, weights, reference, loss, T, batch_size, max_samples):

@@ -87,6 +87,10 @@ class Fixer:
     def rank(self, t: str) -> int | None:
         return self.tracer.rank(t)
 
+    def shape(self, t: str) -> list | None:
+        """The original shape of t (before any channel is removed)."""
+        return self.tracer.shape(t)
+
     def kept(self, t: str) -> np.ndarray:
         """Boolean mask over the channel axis of tensor t: True where the index survives."""
         layout = self.tracer.layouts[t]

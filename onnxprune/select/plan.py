@@ -44,8 +44,12 @@ class PruneSettings:
     recover_seconds: float | None = None  # wall-clock budget of the recovery training
     recover_labels: bool = False  # add cross-entropy on the data's labels to the (label-free) distillation loss
     augment: bool | None = None  # recovery's image augmentation: None = automatic (crop + flip for image inputs)
+    # oneshot: prune, re-fit, then recover; iterative: prune in `prune_steps` annealed steps while recovering
+    # (paper 001 Algorithms 1-2, workflows/iterative.py)
+    schedule: Literal["oneshot", "iterative"] = "oneshot"
+    prune_steps: int = 5
 
-    RECOVERY = ("recover_epochs", "recover_seconds", "recover_labels", "augment")
+    RECOVERY = ("recover_epochs", "recover_seconds", "recover_labels", "augment", "schedule", "prune_steps")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -58,6 +62,13 @@ class PruneSettings:
             raise OnnxPruneError(f"--round-to {self.round_to}: must be >= 1")
         if self.recover_epochs < 0:
             raise OnnxPruneError(f"--recover-epochs {self.recover_epochs}: must be >= 0")
+        if self.schedule not in ("oneshot", "iterative"):
+            raise OnnxPruneError(f"--schedule {self.schedule}: choose oneshot or iterative")
+        if self.prune_steps < 1:
+            raise OnnxPruneError(f"--prune-steps {self.prune_steps}: must be >= 1")
+        if self.schedule == "iterative" and not self.recovers:
+            raise OnnxPruneError("--schedule iterative trains between its pruning steps: add --recover (or "
+                                 "--recover-epochs N)")
 
     @property
     def recovers(self) -> bool:

@@ -64,7 +64,7 @@ def _task(model: onnx.ModelProto | bytes, data: Dataset, requests: list[Request]
           batch_size: int, optimize: str, groups, probe, threads: int | None, fault: str | None):
     """One shard → (shard index, Partial) or (shard index, error message) for a data error."""
     if fault:
-        _inject(fault, shard)
+        inject_fault(fault, shard)
     m = onnx.load_from_string(model) if isinstance(model, bytes) else model
     if groups is not None:
         groups = (groups[0][shard.start:shard.stop], groups[1], groups[2])
@@ -77,7 +77,7 @@ def _task(model: onnx.ModelProto | bytes, data: Dataset, requests: list[Request]
     return shard.index, part
 
 
-def _inject(fault: str, shard: Shard) -> None:
+def inject_fault(fault: str, shard: Shard) -> None:
     """Test hook: the first attempt of shard 0 loses its worker process, the first of shard 1 raises."""
     marker = Path(fault) / f"shard-{shard.index}"
     if shard.index > 1 or marker.exists():
@@ -88,23 +88,30 @@ def _inject(fault: str, shard: Shard) -> None:
     raise RuntimeError(f"injected failure in shard {shard.index}")
 
 
-def merge_shards(shards: list[Shard], results: list[tuple[int, Partial | str]], total: int) -> Partial:
-    """Merge in shard order after checking that every shard came back once with exactly its samples."""
-    got: dict[int, Partial] = {}
+def gather(shards: list[Shard], results: list[tuple[int, object]], what: str, count) -> dict[int, object]:
+    """{shard index: result} after checking that every planned shard came back once, without an error message,
+    having counted exactly its samples (`count(result)`): a lost or short shard is an error, never dropped."""
+    got: dict[int, object] = {}
     for index, part in results:
         if isinstance(part, str):
             raise OnnxPruneError(part)
         if index in got:
-            raise OnnxPruneError(f"statistics shard {index} came back twice")
+            raise OnnxPruneError(f"{what} shard {index} came back twice")
         got[index] = part
     lost = [s for s in shards if s.index not in got]
     if lost:
-        raise OnnxPruneError(f"statistics: {len(lost)} shard(s) did not come back (samples "
+        raise OnnxPruneError(f"{what}: {len(lost)} shard(s) did not come back (samples "
                              f"{', '.join(f'{s.start}..{s.stop - 1}' for s in lost[:5])}); nothing was merged")
     for s in shards:
-        if got[s.index].n != s.expected:
-            raise OnnxPruneError(f"statistics shard {s.index} (samples {s.start}..{s.stop - 1}) counted "
-                                 f"{got[s.index].n} samples, expected {s.expected}")
+        if count(got[s.index]) != s.expected:
+            raise OnnxPruneError(f"{what} shard {s.index} (samples {s.start}..{s.stop - 1}) counted "
+                                 f"{count(got[s.index])} samples, expected {s.expected}")
+    return got
+
+
+def merge_shards(shards: list[Shard], results: list[tuple[int, Partial | str]], total: int) -> Partial:
+    """Merge in shard order after checking that every shard came back once with exactly its samples."""
+    got = gather(shards, results, "statistics", lambda part: part.n)
     merged = copy.deepcopy(got[shards[0].index])  # writable: Ray hands back read-only (zero-copy) arrays
     for s in shards[1:]:
         merged.merge(got[s.index])
@@ -180,14 +187,31 @@ def ray_runner(address: str = "auto", *, retries: int = 3, cpus_per_task: int = 
             g = None if groups is None else (groups[0][shard.start:shard.stop], groups[1], groups[2])
             refs.append(task.remote(model_ref, data.range(shard.start, shard.stop), reqs_ref, local, labels,
                                     batch_size, optimize, g, probe, cpus_per_task, fault))
-        try:
-            return ray.get(refs)
-        except Exception as e:  # noqa: BLE001 - a task that failed beyond its retries
-            cause = getattr(e, "cause", None) or e
-            raise OnnxPruneError(f"--ray: a statistics shard failed after {retries} retries: "
-                                 f"{type(cause).__name__}: {str(cause).splitlines()[0][:300] if str(cause) else ''}"
-                                 ) from None
+        return _wait(ray, refs, retries, "statistics")
     return run
+
+
+def _wait(ray, refs: list, retries: int, what: str) -> list:
+    try:
+        return ray.get(refs)
+    except Exception as e:  # noqa: BLE001 - a task that failed beyond its retries
+        cause = getattr(e, "cause", None) or e
+        raise OnnxPruneError(f"--ray: a {what} shard failed after {retries} retries: "
+                             f"{type(cause).__name__}: {str(cause).splitlines()[0][:300] if str(cause) else ''}"
+                             ) from None
+
+
+def map_shards(fn: Callable, shared: object, data: Dataset, shards: list[Shard], address: str | None = None, *,
+               what: str, retries: int = 3, fault: str | None = None) -> list[tuple[int, object]]:
+    """`fn(shared, samples, shard, fault)` → (shard index, result or error message) for every shard: in this process
+    (address None), or as Ray tasks (one CPU each, retried on failure or a lost worker) to which only the shard's
+    samples and one object-store copy of `shared` travel. Check the results with `gather`."""
+    if address is None:
+        return [fn(shared, data.range(s.start, s.stop), s, fault) for s in shards]
+    ray = ray_connect(address)
+    task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(fn)
+    ref = ray.put(shared)
+    return _wait(ray, [task.remote(ref, data.range(s.start, s.stop), s, fault) for s in shards], retries, what)
 
 
 def default_shards(address: str) -> int:

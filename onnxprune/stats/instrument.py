@@ -49,10 +49,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import OnnxPruneError
-from ..io.graph import opset
+from ..io.graph import FLOAT_TYPES, opset, without_weights
+
 
 PREFIX = "onnxprune_stats"
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 LAYER_OPS = ("Gemm", "MatMul", "Conv")
 
 
@@ -120,7 +120,7 @@ class TensorInfo:
 def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """Element type and rank of every tensor that shape inference can type (inputs, outputs, intermediates)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(_without_weights(model), strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model), strict_mode=False)
     except Exception:  # noqa: BLE001 - fall back to whatever the file declares
         inferred = model
     out: dict[str, TensorInfo] = {}
@@ -141,22 +141,6 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
         for t, (shape, elem) in runtime_types(model, missing).items():
             out[t] = TensorInfo(elem, len(shape), (None, *shape[1:]) if shape else ())
     return out
-
-
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose large float initializers keep their type and dims but not their data.
-
-    Shape inference needs no more (small constants such as Reshape shapes or Resize scales keep their values), and
-    passing megabytes of weights in and out of onnx's C++ inference was most of its cost: 2.7 of 3 ms on
-    LeNet-300-100, a noticeable share of its whole statistics pass.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for t in m.graph.initializer:
-        if t.data_type in FLOAT_TYPES and math.prod(t.dims) > 1024:
-            for f in ("raw_data", "float_data", "double_data", "int32_data"):
-                t.ClearField(f)
-    return m
 
 
 # ---------------------------------------------------------------- building the instrumented model
@@ -354,32 +338,69 @@ class _TapGraph:
         if info.rank >= 3:
             return x, tuple(range(1, info.rank - 1))
         f = info.shape[-1]
-        if not isinstance(f, int):
-            raise OnnxPruneError(f"tensor '{x}': feature count unknown")
         first = next(i.name for i in self.g.input if i.name not in {t.name for t in self.g.initializer})
         shape = self.derived("Shape", [first], f"{PREFIX}/input_shape")
         b = self.derived("Gather", [shape, self.ints((0,))], f"{PREFIX}/input_batch", axis=0)
-        target = self.derived("Concat", [b, self.ints((-1, f))], f"{PREFIX}/tokens_shape/{f}", axis=0)
+        if isinstance(f, int):
+            target = self.derived("Concat", [b, self.ints((-1, f))], f"{PREFIX}/tokens_shape/{f}", axis=0)
+        else:  # a dynamic sequence length leaves F symbolic here: read it from x's own shape in the graph
+            own = self.derived("Shape", [x], f"{out}/shape")
+            f_ = self.derived("Slice", [own, self.ints((-1,)), self.ints((2 ** 62,))], f"{out}/features")
+            target = self.derived("Concat", [b, self.ints((-1,)), f_], f"{out}/tokens_shape", axis=0)
         self.node("Reshape", [x, target], f"{out}/bt")
         return f"{out}/bt", (1,)
 
+    def token_mean(self, x: str, axes: tuple[int, ...], info: TensorInfo, out: str) -> None:
+        """Mean over the token axes; over the real tokens only when the model takes an attention mask [B, T] whose T
+        is x's token axis (padding would otherwise dilute every statistic by the padded fraction)."""
+        mask = self.attention_mask(info) if axes == (1,) else None
+        if mask is None:
+            return self.reduce("ReduceMean", x, axes, out)
+        self.node("Mul", [x, mask], f"{out}/masked")
+        self.reduce("ReduceSum", f"{out}/masked", axes, f"{out}/sum")
+        count = self.derived("ReduceSum", [mask, self.ints((1,))], f"{mask}/count", keepdims=0)
+        self.node("Div", [f"{out}/sum", self.derived("Max", [count, self.scalar(info.elem_type, 1.0)],
+                                                     f"{count}/at_least_1")], out)
+
+    def attention_mask(self, info: TensorInfo) -> str | None:
+        """The model's attention mask as [B, T, 1] in x's type (padded tokens 0), when a graph input is named
+        `*mask*`, has rank 2 and a token dim that x ([B, T, F]) may share (equal, or either not known by name:
+        TorchScript exports lose the symbol); else None. A [B, 1, F] x broadcasts to its own mean."""
+        if info.rank != 3:
+            return None
+        inits = {t.name for t in self.g.initializer}
+        for i in self.g.input:
+            dims = i.type.tensor_type.shape.dim
+            if i.name in inits or "mask" not in i.name.lower() or len(dims) != 2:
+                continue
+            t = dims[1].dim_value if dims[1].HasField("dim_value") else (dims[1].dim_param or None)
+            tx = info.shape[1] if info.shape else None
+            known = [v for v in (t, tx) if v is not None and not str(v).startswith("unk__")]
+            if len(known) == 2 and t != tx:
+                continue
+            cast = self.derived("Cast", [i.name], f"{PREFIX}/mask/{info.elem_type}", to=info.elem_type)
+            return self.derived("Unsqueeze", [cast, self.ints((2,))], f"{cast}/tokens") if self.opset >= 13 else \
+                self.derived("Unsqueeze", [cast], f"{cast}/tokens", axes=[2])
+        return None
+
     def tmean(self, tap: Tap, info: TensorInfo, out: str) -> None:
-        """Per-sample mean over the tokens: (B, F)."""
+        """Per-sample mean over the (real) tokens: (B, F)."""
         x, axes = self.tokens(tap.tensor, info, out)
-        self.reduce("ReduceMean", x, axes, out)
+        self.token_mean(x, axes, info, out)
 
     def tzfrac(self, tap: Tap, info: TensorInfo, out: str) -> None:
-        """Per-sample fraction of exact zeros over the tokens (APoZ): (B, F)."""
+        """Per-sample fraction of exact zeros over the (real) tokens (APoZ): (B, F)."""
         x, axes = self.tokens(tap.tensor, info, out)
         self.node("Equal", [x, self.scalar(info.elem_type, 0.0)], f"{out}/eq")
         self.node("Cast", [f"{out}/eq"], f"{out}/cast", to=info.elem_type)
-        self.reduce("ReduceMean", f"{out}/cast", axes, out)
+        self.token_mean(f"{out}/cast", axes, info, out)
 
     def tenergy(self, tap: Tap, info: TensorInfo, out: str) -> None:
-        """Per-sample mean of x² over the tokens and each block of `tap.block` features (a head): (B, F/block)."""
+        """Per-sample mean of x² over the (real) tokens and each block of `tap.block` features (a head):
+        (B, F/block)."""
         x, axes = self.tokens(tap.tensor, info, out)
         self.node("Mul", [x, x], f"{out}/sq")
-        self.reduce("ReduceMean", f"{out}/sq", axes, f"{out}/tok")
+        self.token_mean(f"{out}/sq", axes, info, f"{out}/tok")
         self.node("Reshape", [f"{out}/tok", self.ints((0, -1, tap.block))], f"{out}/blocks")
         self.reduce("ReduceMean", f"{out}/blocks", (2,), out)
 

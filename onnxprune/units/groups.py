@@ -22,7 +22,7 @@ import onnx
 
 from ..errors import OnnxPruneError
 from ..io.graph import initializer_map, opset
-from .layout import Layout, Seg, positions, width
+from .layout import Layout, Seg, positions, sub, width
 from .rules import Unsupported
 from .table import RULES
 
@@ -45,6 +45,8 @@ class Member:
     hi: int = -1
     tiles: int = 1
     period: int = 0
+    step: int = 0  # indices between consecutive channels when not `repeat` (a branch tied k channels per unit by a
+    # channel shuffle: k members, one filter per unit each, `step` = k filters apart — `Tracer._alias`)
 
     def indices(self, channels: np.ndarray) -> np.ndarray:
         """Axis indices of the given group channels (those outside [lo, hi) are ignored)."""
@@ -52,7 +54,7 @@ class Member:
         c = c[(c >= self.lo) & (c < self.hi)]
         if self.tiles > 1:
             c = (c[:, None] + self.period * np.arange(self.tiles)).ravel()
-        return (self.offset + c[:, None] * self.repeat + np.arange(self.repeat)).ravel()
+        return (self.offset + c[:, None] * (self.step or self.repeat) + np.arange(self.repeat)).ravel()
 
 
 @dataclass
@@ -117,6 +119,10 @@ class Tracer:
         # transformer hook (units/rules_tokens.py): a tensor's channel axis when it is not 1 (tokens [N, T, F] carry
         # their features last); an int, or a rules_tokens descriptor (not an int) where the channels span two axes
         self.axes: dict[str, object] = {}
+        self.claimed: set[str] = set()  # nodes a rule already traced as part of a pattern (the channel shuffle)
+        self.views: list[tuple[str, Layout]] = []  # tensors holding whole spaces one channel each, read before a
+        # Slice / Split / shuffle cuts them: a group's activation when no consumer reads it whole (`groups`)
+        self._consumers: dict[str, list[onnx.NodeProto]] | None = None
 
     # --- queries used by the rules
     def layout(self, t: str) -> Layout | None:
@@ -138,6 +144,22 @@ class Tracer:
     def rank(self, t: str) -> int | None:
         s = self.shape(t)
         return None if s is None else len(s)
+
+    def producer(self, t: str) -> onnx.NodeProto | None:
+        return self.producer_of.get(t)
+
+    def consumers(self, t: str) -> list[onnx.NodeProto]:
+        if self._consumers is None:
+            self._consumers = {}
+            for n in self.model.graph.node:
+                for i in dict.fromkeys(n.input):
+                    if i:
+                        self._consumers.setdefault(i, []).append(n)
+        return self._consumers.get(t, [])
+
+    def claim(self, nodes: list[str]) -> None:
+        """A rule traced these later nodes with its own (a pattern): the walk skips them."""
+        self.claimed.update(nodes)
 
     # --- spaces
     def _space(self, size: int, origin: str, reason: str = "") -> int:
@@ -203,6 +225,117 @@ class Tracer:
     def _full(self, seg: Seg) -> bool:
         return seg.lo == 0 and seg.hi == self.sizes[seg.space]
 
+    def tie(self, parts: list[Layout], node: str, tensor: str = "") -> Layout:
+        """Channel shuffle: position i of every part must be kept or removed together, so the shuffle of the pruned
+        tensor stays a permutation of equal parts. Returns the first part's layout, now standing for all of them.
+
+        Parts are cut at every segment boundary and tied piece by piece: the same channels already; two whole
+        spaces of one size are merged (as a residual Add merges them); a fresh whole space facing a sub-range (or
+        repeated channels) of another is re-expressed over it (`_alias`) — a branch conv's outputs are tied to the
+        channels that passed through, pair by pair, block after block (ShuffleNetV2). Anything else is refused.
+        `tensor` (the shuffled tensor) is where the channels are read one by one when it holds whole spaces: the
+        activation the statistics score them on."""
+        w = width(parts[0])
+        if any(width(p) != w for p in parts):
+            raise Unsupported("channel shuffle of unequal parts")
+        cuts = sorted({q for part in parts for q, _ in positions(part)} | {w})
+        try:
+            pieces = [[sub(part, a, b)[0] for a, b in zip(cuts, cuts[1:])] for part in parts]
+        except ValueError as e:
+            raise Unsupported(f"channel shuffle cuts inside a flattened channel ({e})") from None
+        merges, aliases = [], {}
+        for k, ref in enumerate(pieces[0]):
+            for part in pieces[1:]:
+                a, b = ref, part[k]
+                if (self.find(a.space), a.lo, a.hi, a.repeat) == (self.find(b.space), b.lo, b.hi, b.repeat):
+                    continue
+                if a.repeat == b.repeat and self._full(a) and self._full(b) and a.hi == b.hi and a.space != b.space:
+                    merges.append((a, b))
+                elif self._fresh(b) and b.repeat == 1 and b.space not in {x.space for x in pieces[0]}:
+                    aliases.setdefault(b.space, []).append((b.lo, b.hi, a))
+                elif self._fresh(a) and a.repeat == 1 and all(p.space != a.space for p in part):
+                    aliases.setdefault(a.space, []).append((a.lo, a.hi, b))
+                else:
+                    raise Unsupported(f"the channel shuffle ties channels [{a.lo}, {a.hi}) of one space with channels "
+                                      f"[{b.lo}, {b.hi}) of another that cannot be removed at the same positions")
+        for space, maps in aliases.items():
+            if not _covers(sorted((lo, hi) for lo, hi, _ in maps), self.sizes[space]) or any(
+                    a.space in aliases for _, _, a in maps):
+                raise Unsupported(f"the channel shuffle ties only part of the channels made by "
+                                  f"'{self.origin[space]}'")
+            for m in self.members[space]:
+                if any((max(m.lo, lo) - lo) % a.repeat or (min(m.hi, hi) - lo) % a.repeat
+                       for lo, hi, a in maps if max(m.lo, lo) < min(m.hi, hi)):
+                    raise Unsupported(f"node '{m.node}' sees channels [{m.lo}, {m.hi}) of a shuffled branch, which "
+                                      "are tied in blocks")
+            self._translate_all(space, maps, dry=True)
+        for a, b in merges:
+            self.couple([(a,), (b,)], node)
+        for space, maps in aliases.items():
+            self._alias(space, maps)
+        if tensor in self.layouts:
+            self.view(tensor)
+        return self._translate(parts[0], aliases)
+
+    def _fresh(self, seg: Seg) -> bool:
+        """A whole space no other space was merged into and without conv-group ties: it may be re-expressed."""
+        s = seg.space
+        return (self.find(s) == s and self.period[s] == self.sizes[s] and not self.reasons[s]
+                and not any(self.parent[o] == s for o in range(len(self.parent)) if o != s))
+
+    def _alias(self, space: int, maps: list[tuple[int, int, Seg]]) -> None:
+        """Re-express every member of `space` over the channels it is tied to: channels [lo, hi) of `space` ↔
+        channels of segment a, `a.repeat` consecutive channels of `space` per channel of a (k members with
+        `step`, one per filter of a unit)."""
+        for m in self.members[space]:
+            for lo, hi, a in maps:
+                il, ih = max(m.lo, lo), min(m.hi, hi)
+                if il >= ih:
+                    continue
+                k, q = a.repeat, m.step or m.repeat
+                for t in range(k):  # one member per filter of a unit: criteria score filters, not blocks of k
+                    self.members[a.space].append(replace(
+                        m, offset=m.offset + (lo - a.lo * k + t) * q, step=k * q,
+                        lo=a.lo + (il - lo) // k, hi=a.lo + (ih - lo) // k))
+        targets = list(dict.fromkeys(a.space for _, _, a in maps))
+        for t in targets:
+            self.producers[t] += [p for p in self.producers[space] if p not in self.producers[t]]
+            self.bns[t] += [b for b in self.bns[space] if b not in self.bns[t]]
+        for lst in (self.members, self.producers, self.bns, self.consumed):
+            lst[space] = []
+        self._translate_all(space, maps)
+
+    def _translate_all(self, space: int, maps: list[tuple[int, int, Seg]], dry: bool = False) -> None:
+        """Every recorded layout over `space` rewritten over the channels it is tied to (`dry`: only check)."""
+        for t, lay in list(self.layouts.items()):
+            if any(s.space == space for s in lay):
+                new = self._translate(lay, {space: maps})
+                if not dry:
+                    self.layouts[t] = new
+        for key, (n, lay) in list(self.weight_use.items()):
+            if any(s.space == space for s in lay):
+                new = self._translate(lay, {space: maps})
+                if not dry:
+                    self.weight_use[key] = (n, new)
+
+    @staticmethod
+    def _translate(layout: Layout, aliases: dict[int, list[tuple[int, int, Seg]]]) -> Layout:
+        out = []
+        for seg in layout:
+            if seg.space not in aliases:
+                out.append(seg)
+                continue
+            for lo, hi, a in aliases[seg.space]:
+                il, ih = max(seg.lo, lo), min(seg.hi, hi)
+                if il >= ih:
+                    continue
+                k = a.repeat
+                if (il - lo) % k or (ih - lo) % k:
+                    raise Unsupported(f"a tensor reads channels [{il}, {ih}) of a shuffled branch, which are tied "
+                                      f"{k} by {k}")
+                out.append(Seg(a.space, a.lo + (il - lo) // k, a.lo + (ih - lo) // k, seg.repeat * k))
+        return tuple(out)
+
     # --- recording
     def attach(self, tensor: str, axis: int, layout: Layout, role: str, node: str) -> None:
         if role in ("producer", "consumer", "depthwise") and tensor in self.inits and self.inits[tensor].ndim >= 2:
@@ -228,6 +361,10 @@ class Tracer:
     def consume(self, tensor: str, layout: Layout) -> None:
         for seg in layout:
             self.consumed[seg.space].append(tensor)
+
+    def view(self, tensor: str) -> None:
+        """`tensor` is about to be cut (Slice, Split, channel shuffle): where its channels are still seen whole."""
+        self.views.append((tensor, self.layouts[tensor]))
 
     def axis(self, t: str) -> object:
         """The channel axis of t (transformer hook): 1 unless a rule said otherwise (`set_axis`)."""
@@ -258,8 +395,10 @@ class Tracer:
                 self.layouts[inp.name] = self.opaque(c, f"channels of the model input '{inp.name}'")
         for node in g.node:
             name = node.name
+            if name in self.claimed:
+                continue
             feats = [t for t in node.input if t in self.layouts]
-            if not feats:
+            if not feats and not self._embedding(node):
                 continue  # computes on constants only
             for t in feats:
                 for seg in self.layouts[t]:
@@ -278,6 +417,13 @@ class Tracer:
             if out.name in self.layouts:
                 self.stop(self.layouts[out.name], f"reaches the graph output '{out.name}'")
         return self
+
+    def _embedding(self, node: onnx.NodeProto) -> bool:
+        """A constant float table gathered by run-time ids (token embeddings): a source of features even when the
+        ids carry no layout (a dynamic sequence length)."""
+        table = self.inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        return (table is not None and table.ndim == 2 and table.dtype.kind == "f" and len(node.input) > 1
+                and node.input[1] not in self.inits)
 
     def _block(self, node: onnx.NodeProto, name: str, feats: list[str], why: str) -> None:
         reason = f"{why} at node '{name}'" if "at node" not in why else why
@@ -326,10 +472,27 @@ class Tracer:
             seen.add(gid)
             self.group_root[gid] = root
             acts, offs = self._activations(root, [t for s in spaces for t in self.consumed[s]])
+            if not self._any_whole(root, acts, offs):  # consumers read parts only (after a Slice / Split / shuffle):
+                acts, offs = self._whole_views(root) or (acts, offs)  # the tensor before the cut, where there is one
             out.append(ChannelGroup(gid, size, members, producers,
                                     list(dict.fromkeys(b for s in spaces for b in self.bns[s])),
                                     acts, not reason, reason, offs, tiles))
         return out
+
+    def _whole_views(self, root: int) -> tuple[list[str], list[int]] | None:
+        for t, lay in self.views:
+            for p, seg in positions(lay):
+                if self.find(seg.space) == root and seg.repeat == 1 and self._full(seg):
+                    return [t], [p]
+        return None
+
+    def _any_whole(self, root: int, acts: list[str], offs: list[int]) -> bool:
+        """Whether one of the activations holds the whole group at its offset (a Slice's part does not)."""
+        for t, off in zip(acts, offs):
+            if any(p == off and self.find(seg.space) == root and self._full(seg)
+                   for p, seg in positions(self.layouts.get(t, ()))):
+                return True
+        return False
 
     def _activations(self, root: int, consumed: list[str]) -> tuple[list[str], list[int]]:
         acts, offs = [], []
@@ -342,6 +505,16 @@ class Tracer:
                     acts.append(src)
                     offs.append(p - seg.lo)
         return acts, offs
+
+
+def _covers(ranges: list[tuple[int, int]], size: int) -> bool:
+    """Sorted [lo, hi) ranges tile [0, size) exactly."""
+    end = 0
+    for lo, hi in ranges:
+        if lo != end:
+            return False
+        end = hi
+    return end == size
 
 
 def _tiled(members: list[Member], period: int) -> tuple[list[Member], str]:
@@ -411,7 +584,7 @@ def _runtime_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, lis
     from ..io.shapes import concrete_inputs, declared, runtime_shapes
 
     try:
-        pinned = concrete_inputs(model, strict=False)
+        pinned = {**concrete_inputs(model, strict=False), **_token_lengths(model)}
         found = runtime_shapes(model, tensors, pinned)
     except Exception:  # best effort: without it the analysis is only more conservative
         return {}
@@ -429,6 +602,21 @@ def _runtime_shapes(model: onnx.ModelProto, tensors: list[str]) -> dict[str, lis
             dims[0] = symbol
         out[t] = dims
     return out
+
+
+TOKENS = 7  # a dynamic non-batch dim (a sequence length) is pinned to this for the shape run: prime and small, so it
+# is never mistaken for a channel count, a head count or a head width by the rules
+
+
+def _token_lengths(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Integer inputs (token ids, attention masks [N, T]) with a dynamic dim after the batch axis: batch 1, TOKENS
+    for the others. Float inputs (images with a dynamic size) are left as they were: no shape run."""
+    from ..io.shapes import declared
+
+    ints = {i.name for i in model.graph.input if i.type.tensor_type.elem_type in
+            (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    return {k: (d[0] or 1, *(TOKENS if x is None else x for x in d[1:])) for k, d in declared(model).items()
+            if d and None in d[1:] and k in ints}
 
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

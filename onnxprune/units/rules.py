@@ -15,7 +15,11 @@ Kinds (one per rule, for the report and the docs):
                stays and every conv group keeps the same positions, so input and output groups are tied every
                C/group channels — `TraceContext.tile`; the analysis then offers C/group channels, each standing
                for one position in every conv group)
-  index        Concat / Split / Slice on the channel axis, Flatten / Reshape to features: offsets and sub-ranges
+  index        Concat / Split / Slice on the channel axis, Flatten / Reshape to features: offsets and sub-ranges;
+               the channel shuffle Reshape [N, g, C/g, …] → Transpose [0, 2, 1, …] → Reshape back: position i of every
+               one of the g parts is tied (`TraceContext.tie`), so the pruned shuffle stays a permutation of equal
+               parts; Slice bounds and Shape values computed from the channel count (torch.chunk) are evaluated and
+               rewritten as constants
   stop         mixes or reduces the channel axis: groups touching it are unprunable
 
 `fix` functions update shape constants (Split sizes, Slice bounds, Reshape targets — the feature count after
@@ -27,7 +31,7 @@ this table imports neither the analysis nor the rewrite that use it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +56,11 @@ class TraceContext(Protocol):
     def stop(self, layout: Layout, reason: str) -> None: ...
     def couple(self, layouts: list[Layout], node: str) -> Layout: ...
     def tile(self, layout: Layout, period: int, node: str) -> None: ...
+    def tie(self, parts: list[Layout], node: str, tensor: str = "") -> Layout: ...
+    def producer(self, t: str) -> onnx.NodeProto | None: ...
+    def consumers(self, t: str) -> list[onnx.NodeProto]: ...
+    def claim(self, nodes: list[str]) -> None: ...
+    def view(self, tensor: str) -> None: ...
     def attach(self, tensor: str, axis: int, layout: Layout, role: str, node: str) -> None: ...
     def bn(self, layout: Layout, node: str) -> None: ...
     def consume(self, tensor: str, layout: Layout) -> None: ...
@@ -65,6 +74,8 @@ class FixContext(Protocol):
 
     def const(self, t: str) -> np.ndarray: ...
     def rank(self, t: str) -> int | None: ...
+    def shape(self, t: str) -> list | None: ...
+    def producer(self, t: str) -> onnx.NodeProto | None: ...
     def kept(self, t: str) -> np.ndarray: ...
     def set_input(self, node: onnx.NodeProto, i: int, value: np.ndarray, new_name: str | None = None) -> None: ...
     def set_attr(self, node: onnx.NodeProto, name: str, value) -> None: ...
@@ -367,6 +378,7 @@ def split(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     layout = _x(ctx, node)
     if _axis(attr(node, "axis", 0), ctx.rank(node.input[0])) != 1:
         return pass_through(ctx, node, name)
+    ctx.view(node.input[0])
     start = 0
     for out in node.output:
         shape = ctx.shape(out)
@@ -374,8 +386,8 @@ def split(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
             raise Unsupported("split sizes unknown")
         try:
             ctx.set(out, sub(layout, start, start + shape[1]), like=node.input[0])
-        except ValueError as e:
-            raise Unsupported(str(e)) from None
+        except ValueError:
+            raise Unsupported(_CUT_INSIDE) from None
         start += shape[1]
     ctx.attach(_inp(node, 1) or "split", 0, layout, "shape", name)
 
@@ -392,10 +404,95 @@ def fix_split(fx: FixContext, node: onnx.NodeProto) -> None:
         fx.set_input(node, 1, sizes, new_name=f"{node.output[0]}__split")
 
 
+_CUT_INSIDE = ("cuts the channel axis inside a block of positions removed together (a flattened channel, or a unit "
+               "tied by k channel shuffles, 2^k positions: a stage with more units than halvings of its width)")
+
+
 def _slice_args(ctx: TraceContext | FixContext, node: onnx.NodeProto) -> list[np.ndarray]:
-    n = len(_const(ctx, node.input[1], "starts"))
-    return [_const(ctx, node.input[i], "slice argument") if _inp(node, i) else
-            (np.arange(n) if i == 3 else np.ones(n, dtype=np.int64)) for i in (1, 2, 3, 4)]
+    """starts, ends, axes, steps; starts / ends may be computed from the channel count (`shape_value`)."""
+    def arg(i: int) -> np.ndarray:
+        v = shape_value(ctx, node.input[i]) if i in (1, 2) else None
+        return v if v is not None else _const(ctx, node.input[i], "slice argument")
+    n = len(arg(1))
+    return [arg(i) if _inp(node, i) else (np.arange(n) if i == 3 else np.ones(n, dtype=np.int64))
+            for i in (1, 2, 3, 4)]
+
+
+def _maybe_const(ctx: TraceContext | FixContext, t: str) -> np.ndarray | None:
+    try:
+        return ctx.const(t)
+    except KeyError:  # FixContext: not an initializer
+        return None
+
+
+_SHAPE_ARITH = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Add", "Sub", "Mul", "Div", "Floor",
+                "Ceil", "Identity", "Slice")
+
+
+def shape_value(ctx: TraceContext | FixContext, t: str) -> np.ndarray | None:
+    """The value of an integer tensor computed from constants and the channel counts of feature maps (torch.chunk's
+    `Shape → Gather → Add → Div → Mul` bounds), or None: a constant's value as is; a computed value only when it
+    does not change with the batch and spatial sizes (evaluated twice, once with every other dim replaced)."""
+    v = _maybe_const(ctx, t)
+    if v is not None or ctx.producer(t) is None:
+        return v
+    a, b = _evaluate(ctx, t, False, 0), _evaluate(ctx, t, True, 0)
+    if a is None or b is None or a.shape != b.shape or not np.array_equal(a, b) or a.dtype.kind not in "iu":
+        return None
+    return a.astype(np.int64)
+
+
+def _evaluate(ctx: TraceContext | FixContext, t: str, vary: bool, depth: int,
+              channels: tuple[str, int] | None = None) -> np.ndarray | None:
+    """`vary`: every dim but the channels replaced; `channels` (tensor, C): that tensor's channel count replaced."""
+    v = _maybe_const(ctx, t)
+    if v is not None:
+        return np.asarray(v)
+    n = ctx.producer(t)
+    if n is None or depth > 32 or n.op_type not in _SHAPE_ARITH or n.domain not in ("", "ai.onnx"):
+        return None
+    if n.op_type == "Shape":
+        dims = ctx.shape(n.input[0])
+        if dims is None or len(dims) < 2 or not isinstance(dims[1], int):
+            return None
+        dims = [d if i == 1 else (13 + 2 * i if vary else d if isinstance(d, int) else 1) for i, d in enumerate(dims)]
+        if channels is not None and n.input[0] == channels[0]:
+            dims[1] = channels[1]
+        start, end = attr(n, "start", 0), attr(n, "end", len(dims))
+        return np.array(dims, dtype=np.int64)[start:end]
+    ins = [_evaluate(ctx, i, vary, depth + 1, channels) if i else None for i in n.input]
+    if ins[0] is None or any(x is None for x, i in zip(ins, n.input) if i):
+        return None
+    x = ins[0]
+    op = n.op_type
+    try:
+        if op == "Identity":
+            return x
+        if op == "Cast":
+            return x.astype(onnx.helper.tensor_dtype_to_np_dtype(attr(n, "to")))
+        if op == "Gather":
+            return np.take(x, ins[1], axis=attr(n, "axis", 0))
+        if op in ("Unsqueeze", "Squeeze"):
+            axes = attr(n, "axes") if len(n.input) < 2 else ins[1].tolist()
+            if op == "Squeeze":
+                return np.squeeze(x, axis=None if axes is None else tuple(axes))
+            for a in sorted(_axis(int(a), x.ndim + len(axes)) for a in axes):
+                x = np.expand_dims(x, a)
+            return x
+        if op == "Concat":
+            return np.concatenate(ins, axis=attr(n, "axis"))
+        if op == "Slice" and x.ndim == 1:
+            s0, e0 = int(ins[1].reshape(-1)[0]), int(ins[2].reshape(-1)[0])
+            step = int(ins[4].reshape(-1)[0]) if len(ins) > 4 and ins[4] is not None else 1
+            return x[s0:e0:step]
+        if op in ("Floor", "Ceil"):
+            return np.floor(x) if op == "Floor" else np.ceil(x)
+        y = ins[1]
+        if op == "Div":
+            return np.trunc(x / y).astype(np.result_type(x, y)) if x.dtype.kind in "iu" else x / y
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op](x, y)
+    except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError):
+        return None
 
 
 def _slice_bounds(start: int, end: int, dim: int) -> tuple[int, int]:
@@ -411,10 +508,10 @@ def slice_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
         if 1 not in [_axis(int(a), rank) for a in ctx.const(node.input[3]).ravel()]:
             return pass_through(ctx, node, name)  # spatial slice: its bounds may be computed
     for i in (1, 2):
-        if ctx.const(node.input[i]) is None:
+        if shape_value(ctx, node.input[i]) is None:
             by = ctx.made_by(node.input[i])
-            raise Unsupported("slices the channel axis at bounds computed at run time (e.g. torch.chunk: "
-                              f"'{node.input[i]}'{', computed by ' + by if by else ''})")
+            raise Unsupported("slices the channel axis at bounds computed at run time from more than the channel "
+                              f"count ('{node.input[i]}'{', computed by ' + by if by else ''})")
     starts, ends, axes, steps = _slice_args(ctx, node)
     axes = [_axis(int(a), rank) for a in axes]
     if 1 not in axes:
@@ -422,11 +519,12 @@ def slice_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     k = axes.index(1)
     if steps[k] != 1:
         raise Unsupported("strided slice of the channel axis")
+    ctx.view(node.input[0])
     s, e = _slice_bounds(int(starts[k]), int(ends[k]), width(layout))
     try:
         ctx.set(node.output[0], sub(layout, s, e), like=node.input[0])
-    except ValueError as err:
-        raise Unsupported(str(err)) from None
+    except ValueError:
+        raise Unsupported(_CUT_INSIDE) from None
     for i in (1, 2):
         ctx.attach(node.input[i], 0, layout, "shape", name)
 
@@ -438,8 +536,9 @@ def fix_slice(fx: FixContext, node: onnx.NodeProto) -> None:
     s, e = _slice_bounds(int(starts[k]), int(ends[k]), len(kept))
     starts, ends = starts.copy(), ends.copy()
     starts[k], ends[k] = kept[:s].sum(), kept[:e].sum()
-    fx.set_input(node, 1, starts)
-    fx.set_input(node, 2, ends)
+    for i, v in ((1, starts), (2, ends)):  # bounds computed from the channel count become constants
+        computed = _maybe_const(fx, node.input[i]) is None
+        fx.set_input(node, i, v, new_name=f"{node.name}__{'starts' if i == 1 else 'ends'}" if computed else None)
 
 
 def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
@@ -462,8 +561,11 @@ def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
             return ctx.set(node.output[0], layout, like=node.input[0])
         if len(out) == len(src) + 1 and all(isinstance(d, int) for d in (src[1], out[1], out[2])) \
                 and out[1] * out[2] == src[1] and list(out[3:]) == list(src[2:]):
-            raise Unsupported(f"splits the channel axis into {out[1]} × {out[2]} ({_dims(src)} → {_dims(out)}, as "
-                              "a channel shuffle does)")
+            chain = shuffle_chain(ctx, node)
+            if chain is None:
+                raise Unsupported(f"splits the channel axis into {out[1]} × {out[2]} ({_dims(src)} → {_dims(out)}) "
+                                  "without the Transpose [0, 2, 1, …] → Reshape back of a channel shuffle")
+            return _shuffle(ctx, node, name, layout, *chain)
         if len(out) != 2 or out[0] != src[0]:
             raise Unsupported(f"reshapes the channel axis ({_dims(src)} → {_dims(out)})")
         _const(ctx, node.input[1], "target shape")
@@ -474,16 +576,118 @@ def flatten_(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
     ctx.set(node.output[0], flatten(layout, hw), like=node.input[0], flat_src=node.input[0])
 
 
+def shuffle_chain(ctx: TraceContext, node: onnx.NodeProto) -> tuple[onnx.NodeProto, onnx.NodeProto, int] | None:
+    """(Transpose, Reshape back, g) when `node` is the first Reshape of a channel shuffle: [N, C, …] → [N, g, C/g, …]
+    → Transpose [0, 2, 1, …] → [N, C, …], each read by the next op only; else None."""
+    src, out = ctx.shape(node.input[0]), ctx.shape(node.output[0])
+    if src is None or out is None or len(out) != len(src) + 1 or len(src) < 3 or not all(
+            isinstance(d, int) for d in (src[1], out[1], out[2])) or out[1] * out[2] != src[1] or out[1] < 2:
+        return None
+    nxt = ctx.consumers(node.output[0])
+    if len(nxt) != 1 or nxt[0].op_type != "Transpose" or attr(nxt[0], "perm") != [0, 2, 1, *range(3, len(out))]:
+        return None
+    back = ctx.consumers(nxt[0].output[0])
+    if len(back) != 1 or back[0].op_type != "Reshape" or back[0].input[0] != nxt[0].output[0]:
+        return None
+    shape = ctx.shape(back[0].output[0])
+    if shape is None or list(shape[1:]) != list(src[1:]):
+        return None
+    return nxt[0], back[0], int(out[1])
+
+
+def _shuffle(ctx: TraceContext, node: onnx.NodeProto, name: str, layout: Layout, transpose: onnx.NodeProto,
+             back: onnx.NodeProto, g: int) -> None:
+    """Channel shuffle: out[i·g + j] = in[j·C/g + i]. The g parts are tied position by position, so the output is
+    the first part with every channel repeated g times; the Transpose and the Reshape back are traced here."""
+    w = width(layout) // g
+    other = width(layout) + 2 * g  # another channel count: a computed target must follow it
+    try:
+        for r, pos, value in ((node, 2, other // g), (back, 1, other)):
+            if ctx.const(r.input[1]) is None:
+                v = _evaluate(ctx, r.input[1], False, 0, (node.input[0], other))
+                if v is None or v.ndim != 1 or len(v) <= pos or v[pos] != value:
+                    raise Unsupported(f"the channel shuffle's Reshape '{r.name}' target is computed at run time "
+                                      f"from more than the channel count of '{node.input[0]}'")
+        part = ctx.tie([sub(layout, j * w, (j + 1) * w) for j in range(g)], name, node.input[0])
+    except (Unsupported, ValueError) as e:
+        ctx.stop(layout, f"{e} at node '{name}'")  # the reason the report gives, whatever other rule tries next
+        raise Unsupported(str(e)) from None
+    tied = ctx.layout(node.input[0])
+    for r in (node, back):
+        if ctx.const(r.input[1]) is not None:  # a constant target holds C / g or C: rewritten (fix_reshape)
+            ctx.attach(r.input[1], 0, tied, "shape", r.name)
+    ctx.claim([transpose.name, back.name])
+    ctx.set(back.output[0], tuple(replace(s, repeat=s.repeat * g) for s in part), like=node.input[0])
+
+
 def _dims(shape: list) -> str:
     return "[" + ", ".join("N" if i == 0 else str(d) if isinstance(d, int) else "?" for i, d in enumerate(shape)) + "]"
 
 
 def fix_reshape(fx: FixContext, node: onnx.NodeProto) -> None:
-    """Entry 1 of the target ([N, features] after flattening, or C of a reshape that keeps the channels)."""
+    """Entry 1 of the target ([N, features] after flattening, or C of a reshape that keeps the channels); entry 2
+    (C/g) of a channel shuffle's [N, g, C/g, …]."""
     shape = fx.const(node.input[1]).copy()
+    if shape.size == (fx.rank(node.input[0]) or 0) + 1 and shape.size >= 4:  # the shuffle's first Reshape
+        if shape[2] > 0:
+            g = fx.shape(node.output[0])[1]
+            shape[2] = fx.kept(node.input[0]).sum() // g
+            fx.set_input(node, 1, shape)
+        return
     if shape.size >= 2 and shape[1] > 0:
         shape[1] = fx.kept(node.output[0]).sum()
         fx.set_input(node, 1, shape)
+
+
+def shape_of(ctx: TraceContext, node: onnx.NodeProto, name: str) -> None:
+    """Shape of a feature map: harmless when its values only reach the bounds of a Slice of the same tensor
+    (torch.chunk: evaluated and rewritten as constants) or the targets of a channel shuffle of it (the pruned
+    shuffle keeps equal parts, so C and C/g read at run time stay right). Anything else may compute with C."""
+    x = node.input[0]
+    for n, i in _shape_sinks(ctx, node.output[0]):
+        if n.op_type == "Slice" and i in (1, 2) and n.input[0] == x and _channel_only(ctx, n):
+            continue
+        if n.op_type == "Reshape" and i == 1 and _shuffles(ctx, n, x):
+            continue
+        raise Unsupported(_STOPS["Shape"] + f" (its value reaches input {i} of {n.op_type} node '{n.name}')")
+
+
+def _channel_only(ctx: TraceContext, node: onnx.NodeProto) -> bool:
+    """A Slice whose constant axes are the channel axis alone (its bounds are then rewritten by `fix_slice`)."""
+    axes = ctx.const(_inp(node, 3)) if _inp(node, 3) else None
+    return axes is not None and [_axis(int(a), ctx.rank(node.input[0])) for a in axes.ravel()] == [1]
+
+
+def _shape_sinks(ctx: TraceContext, t: str) -> list[tuple[onnx.NodeProto, int]]:
+    """(node, input index) where values computed from t stop being shape arithmetic."""
+    out, todo, seen = [], [t], set()
+    while todo and len(seen) < 256:
+        u = todo.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        for n in ctx.consumers(u):
+            for i, v in enumerate(n.input):
+                if v != u:
+                    continue
+                arith = n.op_type in _SHAPE_ARITH and n.op_type != "Shape" and (
+                    n.op_type not in ("Slice", "Gather") or i == 0)
+                if arith and not any(ctx.layout(o) is not None for o in n.input if o and o != u):  # no feature map
+                    todo.extend(o for o in n.output if o)
+                else:
+                    out.append((n, i))
+    return out if not todo else [(ctx.producer(t), 0)]
+
+
+def _shuffles(ctx: TraceContext, reshape: onnx.NodeProto, x: str) -> bool:
+    """Whether `reshape` is the first or the last Reshape of a channel shuffle of x."""
+    if reshape.input[0] == x and shuffle_chain(ctx, reshape) is not None:
+        return True
+    t = ctx.producer(reshape.input[0])
+    first = ctx.producer(t.input[0]) if t is not None and t.op_type == "Transpose" else None
+    chain = shuffle_chain(ctx, first) if first is not None and first.op_type == "Reshape" and first.input[0] == x \
+        else None
+    return chain is not None and chain[1].name == reshape.name
 
 
 # ---------------------------------------------------------------------------------------------------- stops
@@ -527,5 +731,6 @@ RULES: dict[str, OpRule] = {
     "Slice": OpRule("index", slice_, fix_slice),
     "Flatten": OpRule("index", flatten_),
     "Reshape": OpRule("index", flatten_, fix_reshape),
-    **{op: OpRule("stop", stop(why)) for op, why in _STOPS.items()},
+    "Shape": OpRule("index", shape_of),
+    **{op: OpRule("stop", stop(why)) for op, why in _STOPS.items() if op != "Shape"},
 }

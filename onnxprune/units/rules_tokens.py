@@ -17,13 +17,21 @@ What is followed
                       channels sit on a batch axis), Softmax over keys passes, the merge Reshape [.., H, dh] →
                       [.., H·dh] turns heads back into dh-feature blocks read by the output projection (consumer).
                       The Reshape targets holding H (or H·dh) are rewritten (`fix_reshape`), also when the target is a
-                      Concat of constant pieces (HF-style `x.size()[:-1] + (H, dh)`).
+                      Concat of constant pieces (HF-style `x.size()[:-1] + (H, dh)`; a Concat several Reshapes share,
+                      as dynamo exports, is copied per Reshape).
+  Hugging Face        dynamic sequence length (shapes taken at TOKENS tokens, `groups._token_lengths`), embedding
+                      Gathers as sources; GPT-2's Conv1D: tokens flattened into rows [B·T, F] → Gemm → rows back, its
+                      `x.view(-1, x.size(-1))` target read from the tensor's own Shape, q / k / v `Split` out of one
+                      projection, the causal mask's `Where`.
+  nn.MultiheadAttention  packed in-projection unflattened to [T, B, 3, E], picked apart by Gather, heads as
+                      [T, B·H, dh] — followed when the batch is fixed (dynamo's static export: B·H is H).
   channel-last MLPs   ConvNeXt: Transpose [N, C, H, W] → [N, H, W, C] moves the channel axis to 3, LayerNorm, Linear →
                       GELU → Linear, Transpose back (axis 1 again), layer scale Mul, residual Add.
   residual stream     LayerNormalization over the feature axis is a hard stop: it reads every feature (mean and
                       variance), so removing one changes all others; its output is a fresh unprunable space.
-Refused with a reason: heads merged with the batch axis ([B·H, T, dh], torch.nn.MultiheadAttention's TorchScript
-form), an attention bias computed at run time per head (Swin's relative position bias), slicing the feature axis.
+Refused with a reason: heads merged with a dynamic batch axis ([B·H, T, dh], torch.nn.MultiheadAttention's
+TorchScript form: its targets compute B·H and dh from Shape at run time), an attention bias computed at run time per
+head (Swin's relative position bias), slicing the feature axis.
 """
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ import onnx
 
 from ..io.graph import attr
 from .layout import Layout, Seg, flatten, positions, sub, width
-from .rules import FixContext, OpRule, TraceContext, Unsupported, _axis, fix_reshape, pass_through
+from .rules import FixContext, OpRule, TraceContext, Unsupported, _axis, _bias, fix_reshape, pass_through
 
 
 class TokenTraceContext(TraceContext, Protocol):
@@ -49,6 +57,9 @@ class TokenTraceContext(TraceContext, Protocol):
 
 
 class TokenFixContext(FixContext, Protocol):
+    model: onnx.ModelProto
+    uses: dict[str, int]
+
     def axis(self, t: str) -> object: ...
     def producer(self, t: str) -> onnx.NodeProto | None: ...
 
@@ -153,10 +164,12 @@ def _int_axis(ctx: TokenTraceContext, t: str, what: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------- heads
 def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int, int] | None:
-    """Look ahead from a projection's output t (`features` wide): through bias Add / scalar Mul, Div to a Reshape
-    that splits the last axis into [H, dh] or [P, H, dh]. Returns (P, H, dh) or None."""
+    """Look ahead from a projection's output t (`features` wide): through bias Add / scalar Mul, Div, a Reshape that
+    only regroups the tokens ([B·T, F] ↔ [B, T, F], GPT-2's Conv1D), to a Reshape that splits the last axis into
+    [H, dh] or [P, H, dh], or a Split of the last axis into P equal parts each reshaped into [H, dh] (GPT-2's
+    c_attn). Returns (P, H, dh) or None."""
     consumers = _consumers(ctx)
-    for _ in range(4):
+    for _ in range(5):
         nodes = [n for n in consumers.get(t, []) if n.op_type != "Shape"]  # x.view(*x.size()[:-1], H, dh)
         if len(nodes) != 1:
             return None
@@ -167,22 +180,120 @@ def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int,
                 return None
             t = n.output[0]
             continue
+        if n.op_type == "Split":
+            return _split_heads(ctx, n, features)
         if n.op_type != "Reshape":
             return None
         si, so = ctx.shape(t), ctx.shape(n.output[0])
         if si is None or so is None or not _ints(so) or si[-1] != features:
             return None
-        k = len(so) - len(si) + 1
-        if k not in (2, 3) or list(so[1:len(si) - 1]) != list(si[1:-1]) or _prod(so[len(si) - 1:]) != features:
+        if so[-1] == features:  # the tokens regrouped, the features kept last
+            t = n.output[0]
+            continue
+        tail = _head_tail(ctx, si, so, features)
+        if tail is None:
             return None
-        tail = so[len(si) - 1:]
-        if tail[-1] < 2 or tail[-2] < 2:
-            return None
-        return (1, tail[0], tail[1]) if k == 2 else (tail[0], tail[1], tail[2])
+        if len(tail) == 2:
+            return _packed_heads(ctx, n.output[0], tail) or (1, tail[0], tail[1])
+        return tail[0], tail[1], tail[2]
     return None
 
 
+def _head_tail(ctx: TokenTraceContext, si: list, so: list, features: int) -> list | None:
+    """The trailing [H, dh] or [P, H, dh] of `so` that the last axis of `si` (`features` wide) is split into, the
+    leading axes unchanged. With a fixed batch, axes of size 1 may come or go (nn.MultiheadAttention's
+    [T, 1, E] → [T, H, dh] at batch 1); with a dynamic batch they may not: the shapes seen here are at batch 1, where
+    [T, B, E] → [T, B·H, dh] looks the same."""
+    drop = _fixed_batch(ctx)
+    for k in (2, 3):
+        if len(so) < k or _prod(so[-k:]) != features or so[-1] < 2 or so[-2] < 2:
+            continue
+        lead_i, lead_o = list(si[1:-1]), list(so[1:len(so) - k])
+        if drop:
+            lead_i, lead_o = [d for d in lead_i if d != 1], [d for d in lead_o if d != 1]
+        if lead_i == lead_o and (drop or si[0] == so[0] or not isinstance(si[0], int) or not isinstance(so[0], int)):
+            return list(so[-k:])
+    return None
+
+
+def _fixed_batch(ctx: TokenTraceContext) -> bool:
+    """Every model input declares a fixed first (batch) dimension."""
+    inits = {t.name for t in ctx.model.graph.initializer}
+    dims = [i.type.tensor_type.shape.dim for i in ctx.model.graph.input if i.name not in inits]
+    return bool(dims) and all(len(d) and d[0].HasField("dim_value") and d[0].dim_value > 0 for d in dims)
+
+
+_PLUMBING = ("Unsqueeze", "Squeeze", "Transpose", "Identity")
+
+
+def _packed_heads(ctx: TokenTraceContext, t: str, tail: list) -> tuple[int, int, int] | None:
+    """[.., P, E] packed q / k / v (nn.MultiheadAttention's in-projection `unflatten(-1, (3, E))`), picked apart by
+    Gather after axis plumbing, each part then split into heads: (P, H, dh); None when the parts are not heads."""
+    consumers = _consumers(ctx)
+    for _ in range(4):
+        nodes = consumers.get(t, [])
+        if len(nodes) == 1 and nodes[0].op_type in _PLUMBING:
+            t = nodes[0].output[0]
+            continue
+        break
+    if not nodes or any(n.op_type != "Gather" or ctx.const(n.input[1]) is None or ctx.const(n.input[1]).ndim
+                        for n in nodes):
+        return None
+    found = {head_split(ctx, n.output[0], tail[1]) for n in nodes}
+    if len(found) != 1 or None in found or next(iter(found))[0] != 1:
+        return None
+    _, h, dh = found.pop()
+    return tail[0], h, dh
+
+
+def _split_heads(ctx: TokenTraceContext, node: onnx.NodeProto, features: int) -> tuple[int, int, int] | None:
+    """A Split of the last axis into P equal parts, each split into the same [H, dh] heads: (P, H, dh)."""
+    r = ctx.rank(node.input[0])
+    if r is None or _axis(attr(node, "axis", 0), r) != r - 1 or features % len(node.output):
+        return None
+    part = features // len(node.output)
+    found = set()
+    for o in node.output:
+        s = ctx.shape(o)
+        if s is None or s[-1] != part:
+            return None
+        found.add(head_split(ctx, o, part))
+    if len(found) != 1 or None in found or next(iter(found))[0] != 1:
+        return None
+    _, h, dh = found.pop()
+    return len(node.output), h, dh
+
+
+def _heads(ctx: TokenTraceContext, name: str, split: tuple[int, int, int]) -> Layout:
+    """The producer layout of P parts of H heads of dh features: one space per part (q, k, v are coupled later)."""
+    p, h, dh = split
+    return tuple(Seg(ctx.produce(name, h)[0].space, 0, h, dh) for _ in range(p))
+
+
 # ---------------------------------------------------------------------------------------------------- rules
+def gemm(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
+    """[N, K] features × a constant weight (the channels-first rule), unless the output is split into heads
+    (GPT-2's Conv1D on [B·T, F] rows): then the output channels are whole heads."""
+    a, b = node.input[0], node.input[1]
+    w, la = ctx.const(b), ctx.layout(a)
+    trans = attr(node, "transB", 0) if node.op_type == "Gemm" else 0
+    split = None
+    if w is not None and w.ndim == 2 and la is not None and ctx.rank(a) == 2 and not attr(node, "transA", 0):
+        split = head_split(ctx, node.output[0], w.shape[0 if trans else 1])
+    if split is None:
+        return orig.trace(ctx, node, name)
+    in_axis, out_axis = (1, 0) if trans else (0, 1)
+    if w.shape[in_axis] != width(la):
+        raise Unsupported("weight does not match the input features")
+    ctx.attach(b, in_axis, la, "consumer", name)
+    ctx.consume(a, la)
+    out = _heads(ctx, name, split)
+    ctx.attach(b, out_axis, out, "producer", name)
+    if node.op_type == "Gemm":
+        _bias(ctx, node, 2, out, "producer", name)
+    _put(ctx, node.output[0], out, 1)
+
+
 def matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
     """Features × constant weight on the last axis (any rank): a producer; features × features: attention."""
     a, b = node.input[0], node.input[1]
@@ -190,7 +301,7 @@ def matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     if la is not None and lb is not None:
         return attention_matmul(ctx, node, name)
     if node.op_type == "Gemm" or (la is not None and ctx.rank(a) == 2 and _axis_of(ctx, a) == 1):
-        return orig.trace(ctx, node, name)
+        return gemm(ctx, node, name, orig)
     if la is None:
         raise Unsupported("a constant is multiplied by the features from the left")
     w = ctx.const(b)
@@ -209,11 +320,7 @@ def matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     ctx.attach(b, 0, inp, "consumer", name)
     ctx.consume(a, inp)
     split = head_split(ctx, node.output[0], m)
-    if split is None:
-        out = ctx.produce(name, m)
-    else:
-        p, h, dh = split
-        out = tuple(Seg(ctx.produce(name, h)[0].space, 0, h, dh) for _ in range(p))
+    out = ctx.produce(name, m) if split is None else _heads(ctx, name, split)
     ctx.attach(b, 1, out, "producer", name)
     _put(ctx, node.output[0], out, r - 1)
 
@@ -266,26 +373,25 @@ def reshape(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
             if new:
                 break
     if new is None:
-        for b in range(1, len(so)):  # split into [H, dh] or [P, H, dh]
-            for k in (2, 3):
-                if b + k <= len(so) and _prod(so[b:b + k]) == w and _prod(so[b + k:]) == inner:
-                    q = _prod(so[b + 1:b + k])
-                    coarse = _coarsen(layout, q)
-                    if k == 2 and coarse is not None:
-                        new = (coarse, b)
-                    elif k == 2 and so[b] > 1 and len(layout) == so[b]:  # packed parts: [.., 3D] → [.., 3, D]
-                        parts = _parts(layout, so[b])
-                        new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
-                    elif k == 3:
-                        parts = [_coarsen(p, so[b + 2]) for p in _parts(layout, so[b])]
-                        if all(p is not None for p in parts):
-                            new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
-                    if new is None:
-                        raise Unsupported(f"splits the {w} channels of '{x}' into {' × '.join(map(str, so[b:b + k]))}"
-                                          " but they are single features, not whole heads")
-                    break
-            if new:
-                break
+        # split into [H, dh] or [P, H, dh]; the right-most fit first ([T, 1, 3E] → [T, 1, 3, E] splits the last axis)
+        fits = [(k, b) for k in (2, 3) for b in range(len(so) - k, 0, -1)
+                if _prod(so[b:b + k]) == w and _prod(so[b + k:]) == inner]
+        if fits:
+            k, b = fits[0]
+            q = _prod(so[b + 1:b + k])
+            coarse = _coarsen(layout, q)
+            if k == 2 and coarse is not None:
+                new = (coarse, b)
+            elif k == 2 and so[b] > 1 and len(layout) == so[b]:  # packed parts: [.., 3D] → [.., 3, D]
+                parts = _parts(layout, so[b])
+                new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
+            elif k == 3:
+                parts = [_coarsen(p, so[b + 2]) for p in _parts(layout, so[b])]
+                if all(p is not None for p in parts):
+                    new = (tuple(s for p in parts for s in p), Parts(b, b + 1, so[b]))
+            if new is None:
+                raise Unsupported(f"splits the {w} channels of '{x}' into {' × '.join(map(str, so[b:b + k]))}"
+                                  " but they are single features, not whole heads")
     if new is None:
         if first is not None:
             raise first
@@ -333,7 +439,7 @@ def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
             v[pos] = value
             fx.set_input(node, 1, v)
         return
-    cat = fx.producer(t)
+    cat = _own_target(fx, node)
     off = 0
     for i, piece in enumerate(cat.input):
         try:
@@ -350,6 +456,28 @@ def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
                 fx.set_input(cat, i, pv.reshape(fx.const(piece).shape))
             return
         off += n
+
+
+def _own_target(fx: TokenFixContext, node: onnx.NodeProto) -> onnx.NodeProto:
+    """The Concat computing node's target, copied for this Reshape when other nodes read it too (the dynamo
+    exporter shares one shape computation between the blocks, whose kept counts differ)."""
+    t = node.input[1]
+    cat = fx.producer(t)
+    if fx.uses.get(t, 0) <= 1:
+        return cat
+    own = onnx.NodeProto()
+    own.CopyFrom(cat)
+    own.name, own.output[0] = f"{cat.name}__{node.name}", f"{t}__{node.name}"
+    nodes = fx.model.graph.node
+    k = list(nodes).index(cat) + 1
+    nodes.insert(k, own)
+    own = nodes[k]  # the graph holds a copy
+    node.input[1] = own.output[0]
+    fx.uses[t] -= 1
+    fx.uses[own.output[0]] = 1
+    for piece in own.input:
+        fx.uses[piece] += 1
+    return own
 
 
 def transpose(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
@@ -375,7 +503,8 @@ def layer_norm(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: Op
                 raise Unsupported("a parameter input depends on the feature maps")
         return _put(ctx, node.output[0], layout, a)
     why = (f"residual stream: LayerNormalization '{name}' normalises over these {width(layout)} features (its mean "
-           "and variance read every one of them), so none can be removed")
+           "and variance read every one of them), so none can be removed exactly — the blocks' MLP widths (and "
+           "attention heads) are what prunes here; a narrower stream needs a narrower model trained or distilled")
     ctx.stop(layout, why)
     _put(ctx, node.output[0], ctx.opaque(width(layout), why), a)
 
@@ -391,8 +520,9 @@ def softmax(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
 
 
 def elementwise(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
-    """Operands broadcast from the right; features on the same output axis couple; constants along it are members."""
-    if not _is_token(ctx, node):
+    """Operands broadcast from the right; features on the same output axis couple; constants along it are members.
+    Channels-first operands go to the channels-first rule `orig` when there is one."""
+    if orig is not None and not _is_token(ctx, node):
         return orig.trace(ctx, node, name)
     out = node.output[0]
     ro, so = ctx.rank(out), ctx.shape(out)
@@ -439,6 +569,14 @@ def elementwise(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: O
             if s is None or (ai >= 0 and s[ai] != 1):
                 raise Unsupported(f"operand '{t}' varies along the channels but is computed at run time")
     _put(ctx, out, layout, oa)
+
+
+def where(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule | None) -> None:
+    """Where(condition, a, b) on token tensors (GPT-2's causal mask on the scores): a and b as an elementwise op;
+    the condition must not vary along the channels."""
+    if ctx.layout(node.input[0]) is not None:
+        raise Unsupported("the condition of Where depends on the feature maps")
+    elementwise(ctx, node, name, None)
 
 
 def _axes_of(ctx: TokenTraceContext, node: onnx.NodeProto, i: int = 1) -> list[int] | None:
@@ -569,8 +707,21 @@ def split(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule)
         for o, p in zip(node.output, parts):
             _put(ctx, o, p, Parts(a.part, a.ch, 1))
         return
-    if g == (a.ch if isinstance(a, Parts) else a):
-        raise Unsupported("splits the feature axis of a token tensor")
+    if isinstance(a, Parts) and g == a.ch:
+        raise Unsupported("splits the feature axis of the packed q/k/v tensor")
+    if g == a:  # sub-ranges of the features, as the channels-first Split (GPT-2's q, k, v out of one Conv1D)
+        start = 0
+        for o in node.output:
+            s = ctx.shape(o)
+            if s is None or len(s) <= a or not isinstance(s[a], int):
+                raise Unsupported("split sizes unknown")
+            try:
+                _put(ctx, o, sub(layout, start, start + s[a]), a)
+            except ValueError as e:
+                raise Unsupported(f"splits the features inside a head ({e})") from None
+            start += s[a]
+        ctx.attach(node.input[1] if len(node.input) > 1 and node.input[1] else "split", 0, layout, "shape", name)
+        return
     for o in node.output:
         if o:
             _put(ctx, o, layout, a)
@@ -623,15 +774,34 @@ def shape_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
         return
     for n in _consumers(ctx).get(node.output[0], []):
         if n.op_type == "Gather" and ctx.const(n.input[1]) is not None:
-            if {start + int(i) % (end - start) for i in ctx.const(n.input[1]).reshape(-1)} & ch:
-                return orig.trace(ctx, node, name)
+            read_ = {start + int(i) % (end - start) for i in ctx.const(n.input[1]).reshape(-1)}
         elif n.op_type == "Slice" and all(ctx.const(i) is not None for i in n.input[1:3]):
             s0, e0 = int(ctx.const(n.input[1]).reshape(-1)[0]), int(ctx.const(n.input[2]).reshape(-1)[0])
             s0, e0 = (s0 + (end - start) if s0 < 0 else s0), (e0 + (end - start) if e0 < 0 else e0)
-            if {start + i for i in range(max(s0, 0), min(e0, end - start))} & ch:
-                return orig.trace(ctx, node, name)
+            read_ = {start + i for i in range(max(s0, 0), min(e0, end - start))}
         else:
             return orig.trace(ctx, node, name)
+        if read_ & ch and not (read_ == {r - 1} == ch and _last_of_own_target(ctx, n.output[0], x)):
+            return orig.trace(ctx, node, name)
+
+
+def _last_of_own_target(ctx: TokenTraceContext, t: str, x: str) -> bool:
+    """t (x's feature count, read from its Shape) only becomes the last entry of the target of a Reshape of x itself
+    (`x.view(-1, x.size(-1))`, GPT-2's Conv1D): the target then follows the pruned width by itself."""
+    consumers = _consumers(ctx)
+    for _ in range(4):
+        nodes = consumers.get(t, [])
+        if len(nodes) != 1:
+            return False
+        n = nodes[0]
+        if n.op_type in ("Squeeze", "Unsqueeze", "Cast"):
+            t = n.output[0]
+            continue
+        if n.op_type != "Concat" or n.input[-1] != t or n.input[:-1].count(t):
+            return False
+        return all(r.op_type == "Reshape" and r.input[0] == x and r.input[1] == n.output[0]
+                   for r in consumers.get(n.output[0], [])) and bool(consumers.get(n.output[0]))
+    return False
 
 
 def _guard(op: str, orig: OpRule) -> Callable:
@@ -652,7 +822,8 @@ TOKEN_TRACE = {"MatMul": matmul, "Gemm": matmul, "Reshape": reshape, "Transpose"
                                              "Mean")},
                **{op: reduce for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2",
                                         "ReduceProd", "ReduceLogSumExp", "ReduceSumSquare")}}
-NEW = {"Gather": ("index", gather), "Squeeze": ("index", squeeze), "Unsqueeze": ("index", squeeze)}
+NEW = {"Gather": ("index", gather), "Squeeze": ("index", squeeze), "Unsqueeze": ("index", squeeze),
+       "Where": ("elementwise", where)}
 KIND = {"Transpose": "index", "LayerNormalization": "stop", "Softmax": "pass", "LogSoftmax": "pass", "Shape": "pass"}
 
 
@@ -663,7 +834,7 @@ def _wrap(op: str, orig: OpRule) -> OpRule:
 
     def trace(ctx, node, name, fn=fn, orig=orig):
         return fn(ctx, node, name, orig)
-    fix = fix_token_reshape if op == "Reshape" else _fix_dispatch(orig.fix)
+    fix = {"Reshape": fix_token_reshape, "Split": orig.fix}.get(op) or _fix_dispatch(orig.fix)  # split sizes: any axis
     return OpRule(KIND.get(op, orig.kind), trace, fix)
 
 

@@ -32,7 +32,7 @@ def analyse_views(model: onnx.ModelProto) -> tuple[list[ChannelGroup], dict[str,
     for g in groups:
         for t in g.activations:
             a = tracer.axis(t)
-            if isinstance(a, int) and a != 1:
+            if isinstance(a, int) and a != 1 or _token_rows(tracer, t):
                 views[t] = View("tokens")
         if g.activations:
             continue
@@ -45,6 +45,16 @@ def analyse_views(model: onnx.ModelProto) -> tuple[list[ChannelGroup], dict[str,
                     g.activation_offsets.append(m.offset // m.repeat)
                     views[t] = View("heads", m.repeat)
     return groups, views
+
+
+def _token_rows(tracer: Tracer, t: str) -> bool:
+    """A rank-2 [rows, F] tensor whose rows are not the samples ([B·T, F]: GPT-2's Conv1D): its first dim is known
+    (a number, or a symbol such as 'batch*sequence') and is not the model input's batch dim."""
+    s = tracer.shape(t)
+    inits = set(tracer.inits)
+    first = next((i.name for i in tracer.model.graph.input if i.name not in inits), None)
+    b = tracer.shape(first) if first else None
+    return s is not None and len(s) == 2 and s[0] is not None and bool(b) and s[0] != b[0]
 
 
 def is_head_group(group: ChannelGroup) -> bool:

@@ -96,11 +96,15 @@ def compress(model_path: str | Path, *, output: str | Path | None = None, calib:
              fold_bn: bool = False, quantize: str | None = None, ort_format: bool = False, bench: bool = True,
              bench_runs: int = 200, bench_seconds: float = 10.0, sweep: bool = False,
              target_macs: float | None = None, target_speedup: float | None = None,
-             stats: Stats | None = None, recover_data: str | Path | None = None) -> CompressResult:
+             stats: Stats | None = None, recover_data: str | Path | None = None, loss: str = "auto",
+             loss_tau: float | None = None, ray: str | None = None) -> CompressResult:
     """Prune (at `settings.ratio`, at the ratio certified for `tolerance`, or at the smallest ratio meeting a MACs or
-    speed-up budget), write, evaluate and benchmark."""
+    speed-up budget), write, evaluate and benchmark. `ray`: the statistics pass and certification's candidate
+    evaluation run as Ray tasks (`stats/distributed.py`)."""
     if sum(x is not None for x in (tolerance, target_macs, target_speedup)) > 1:
         raise OnnxPruneError("give one of --tolerance, --target-macs and --target-speedup")
+    if tolerance is None and (loss != "auto" or loss_tau is not None):
+        raise OnnxPruneError("--loss and --loss-tau choose what --tolerance certifies: add --tolerance")
     model_path = Path(model_path)
     model = load_model(model_path)
     out = _output_path(model_path, output)
@@ -118,7 +122,7 @@ def compress(model_path: str | Path, *, output: str | Path | None = None, calib:
                              "and saved statistics were collected on data that may include the certification split")
     recover_set = _recovery_data(model, recover_data, settings, notes)
     choice = _choose(model, data, settings, tolerance, delta, ratios, notes, target_macs, target_speedup, stats,
-                     recover_set)
+                     recover_set, (loss, loss_tau), ray)
     pruned = _deployable(choice.candidate.model, fold_bn, choice.certification, notes)
     save_model(pruned, out, inputs=(model_path,))
 
@@ -158,12 +162,13 @@ def _calibration(model: onnx.ModelProto, calib: str | Path | None, notes: list[s
 def _choose(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, tolerance: float | None,
             delta: float, ratios: np.ndarray | None, notes: list[str], target_macs: float | None = None,
             target_speedup: float | None = None, stats: Stats | None = None,
-            recover_data: Dataset | None = None) -> Choice:
+            recover_data: Dataset | None = None, loss: tuple[str, float | None] = ("auto", None),
+            ray: str | None = None) -> Choice:
     """At --ratio (or a budget's ratio): scored and re-fitted on all the calibration data. With --tolerance: the
     certified candidate itself (built on the build split only); nothing certified is an error, so nothing is
     written."""
     if tolerance is None:
-        prepared = prepare(model, data, settings, stats)
+        prepared = prepare(model, data, settings, stats, ray=ray)
         ratio = settings.ratio
         if target_macs is not None or target_speedup is not None:
             ratio = _budget_ratio(prepared, data, target_macs, target_speedup, notes)
@@ -172,7 +177,8 @@ def _choose(model: onnx.ModelProto, data: Dataset, settings: PruneSettings, tole
         if cand.recovery is not None:
             notes.append(describe(cand.recovery))
         return Choice(prepared, cand, data, None)
-    run = certify_run(model, data, settings, ratios, tolerance, delta, recover_data=recover_data)
+    run = certify_run(model, data, settings, ratios, tolerance, delta, recover_data=recover_data, loss=loss[0],
+                      loss_tau=loss[1], ray=ray)
     if not run.prunes:
         raise OnnxPruneError(f"nothing written: {run.nothing_certified()}")
     notes.append(run.message)
@@ -300,7 +306,9 @@ def summary_rows(r: CompressResult) -> list[dict]:
         if unstructured and r.nonzero:
             rows.append(_row("non-zero weights", *r.nonzero))
         rows += [_row("MACs", a.macs, b.macs), _row("file size (bytes)", a.size_bytes, b.size_bytes),
-                 _row("file size zlib (bytes)", a.compressed_bytes, b.compressed_bytes)]
+                 _row("file size zlib (bytes" + (", sampled estimate)" if a.compressed_estimated or
+                                                  b.compressed_estimated else ")"),
+                      a.compressed_bytes, b.compressed_bytes)]
     if r.dense_eval.accuracy is not None:
         rows.append({"metric": f"accuracy ({r.pruned_eval.n} samples)", "before": r.dense_eval.accuracy,
                      "after": r.pruned_eval.accuracy, "ratio": None,

@@ -12,9 +12,11 @@ from typing import NamedTuple
 import onnx
 
 from .. import modes
+from ..criteria.needs import needs_gradients
 from ..errors import OnnxPruneError
 from ..io.data import Dataset
 from ..io.model import model_hash
+from ..io.shapes import data_shapes
 from ..modes import Mode, Scores
 from ..select.budget import Search
 from ..select.plan import Plan, PruneSettings
@@ -49,7 +51,8 @@ class PruneResult:
             lines.append(f"params {r['params']['dense']:,} → {r['params']['pruned']:,}; "
                          f"MACs {r['macs']['dense']:,} → {r['macs']['pruned']:,}")
         z = r["size"]
-        lines.append(f"zlib-compressed size {z['dense_zlib']:,} → {z['pruned_zlib']:,} bytes")
+        lines.append(f"zlib-compressed size {z['dense_zlib']:,} → {z['pruned_zlib']:,} bytes"
+                     + (" (sampled estimate)" if z.get("zlib_estimated") else ""))
         return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
@@ -70,6 +73,10 @@ class Prepared:
               ) -> Candidate:
         """The candidate at `ratio`; `data` is the re-fit data (when `reconstruct`) and the rewrite check's probe,
         `recover` the data recovery trains on (when the settings give it epochs; None: no recovery)."""
+        if recover is not None and self.settings.schedule == "iterative" and ratio > 0:
+            from .iterative import prune_while_training  # pruned in steps while recovering (001 Alg. 1-2)
+
+            return prune_while_training(self, ratio, data, recover)
         plan = self.mode.select(self.model, self.scores, ratio, self.settings)
         model = materialise(self.mode, self.model, plan, data, self.settings, reconstruct and ratio > 0)
         if recover is None or not self.settings.recovers or ratio == 0:
@@ -127,6 +134,8 @@ def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSetting
         settings = replace(settings, reconstruct=False)
     mode = modes.get(settings.mode)
     reqs = mode.requests(model, settings)
+    if needs_gradients(settings.criterion):
+        stats = _gradient_stats(model, data, settings, stats)
     if stats is not None and reqs:
         _check_saved(stats, model, reqs, settings)
     elif reqs:
@@ -144,6 +153,22 @@ def prepare(model: onnx.ModelProto, data: Dataset | None, settings: PruneSetting
         scores.notes.append("no calibration data: the least-squares re-fit was skipped (give calibration data — "
                             "--calib, or calib= in Python — to re-fit the kept weights)")
     return Prepared(model, settings, scores, None if stats is None else stats.label_mode)
+
+
+def _gradient_stats(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings, saved: Stats | None
+                    ) -> Stats:
+    """A gradient criterion (taylor) is one pass of the model in PyTorch over the calibration data."""
+    if saved is not None:
+        raise OnnxPruneError(f"criterion '{settings.criterion}' computes gradients in PyTorch; saved statistics "
+                             f"(--stats) cannot hold them: drop --stats")
+    if data is None:
+        raise OnnxPruneError(f"criterion '{settings.criterion}' needs calibration data (--calib)")
+    from .recover import torch_available
+
+    torch_available()
+    from ..recover.taylor import taylor_stats
+
+    return taylor_stats(model, data, labels=settings.labels, batch_size=min(settings.batch_size, 128))
 
 
 def _check_saved(stats: Stats, model: onnx.ModelProto, reqs: list, settings: PruneSettings) -> None:
@@ -180,7 +205,8 @@ def prune(model: onnx.ModelProto, data: Dataset | None, settings: PruneSettings,
         from .recover import describe
 
         notes.append(describe(cand.recovery))
-    return PruneResult(cand.model, cand.plan, prepared.mode.report(model, cand.model, cand.plan, notes))
+    return PruneResult(cand.model, cand.plan, prepared.mode.report(model, cand.model, cand.plan, notes,
+                                                                   shapes=_shapes(data)))
 
 
 def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneResult:
@@ -190,7 +216,12 @@ def replay(model: onnx.ModelProto, plan: Plan, data: Dataset | None) -> PruneRes
     settings = settings_of(plan)
     mode = modes.get(plan.mode)
     pruned = materialise(mode, model, plan, data, settings, settings.reconstruct and settings.ratio > 0)
-    return PruneResult(pruned, plan, mode.report(model, pruned, plan))
+    return PruneResult(pruned, plan, mode.report(model, pruned, plan, shapes=_shapes(data)))
+
+
+def _shapes(data: Dataset | None) -> dict | None:
+    """The input shapes the data gives (MACs of a model with a dynamic sequence length are counted at them)."""
+    return None if data is None else data_shapes(data)
 
 
 def settings_of(plan: Plan) -> PruneSettings:

@@ -72,6 +72,9 @@ def describe(report: RecoveryReport) -> str:
     """One line for the report: what ran, how long, and the held-out agreement before → after."""
     before, after = report.agreement_before, report.agreement_after
     agree = f"held-out agreement with the dense model {before:.3f} → {after:.3f}; " if None not in (before, after) else ""
-    return (f"recovery: {report.epochs_run} epoch(s) of distillation from the dense model on {report.train_samples} "
-            f"samples ({report.stopped}; {agree}{report.wall_s:.0f} s, {report.cpu_s:.0f} CPU-s, "
-            f"{report.threads} thread(s); augmentation: {report.augment})")
+    steps = report.pruning_steps
+    ratios = ", ".join(f"{x['ratio']:.3f}" for x in steps)
+    how = f"pruned in {len(steps)} annealed steps (ratios {ratios}) during " if steps else ""
+    return (f"recovery: {how}{report.epochs_run} epoch(s) of distillation from the dense model on "
+            f"{report.train_samples} samples ({report.stopped}; {agree}{report.wall_s:.0f} s, {report.cpu_s:.0f} "
+            f"CPU-s, {report.threads} thread(s); augmentation: {report.augment})")

@@ -216,3 +216,71 @@ def test_bonferroni_fwer_with_many_nulls_just_above_eps():
     naive = np.mean([np.any((c.pvalues <= DELTA) & (true_risk > EPS)) for c in certs])
     assert naive > DELTA + 3 * SE
     assert np.mean([bonferroni(c.pvalues, DELTA)[:2].all() for c in certs]) > 0.9  # still has power
+
+
+# --- FWER with bounded losses of non-classifiers (segmentation maps, regression outputs) ------
+
+from onnxprune.certify import binomial_pvalue, position_disagreement_loss, relative_error_loss  # noqa: E402
+
+GRID = np.linspace(0.0, 0.9, 10)
+POSITIONS, TAU = 16, 0.1
+BOUNDED_TRIALS = 600  # enough to separate δ from the pixels-as-samples mistake (0.24) at ±3 standard errors
+BOUNDED_SE = math.sqrt(DELTA * (1 - DELTA) / BOUNDED_TRIALS)
+
+
+def _segmentation_losses(rng, true_risk):
+    """A synthetic segmentation model pruned at each ratio: at ratio j sample i is hit iff w_i < 2·r_j, and in a hit
+    sample each position changes class iff its draw u < 1/2. Per-sample fractions vary (a bounded, not 0/1, loss),
+    changes are nested in the ratio as pruning's are, the mean loss is exactly r_j, and positions of one sample are
+    strongly dependent — as neighbouring pixels are."""
+    dense = rng.integers(0, 5, (N, POSITIONS))
+    w, u = rng.random((N, 1)), rng.random((N, POSITIONS))
+    rows = [position_disagreement_loss(np.where((w < 2 * r) & (u < 0.5), (dense + 1) % 5, dense), dense)
+            for r in true_risk]
+    return np.stack(rows)
+
+
+def _relative_error_risk(sigma):
+    """E min(1, σ·s/τ) for s ~ U(0, 2): a/2 for a = 2σ/τ ≤ 1, else 1 − 1/(2a)."""
+    a = 2 * sigma / TAU
+    return np.where(a <= 1, a / 2, 1 - 1 / (2 * np.maximum(a, 1e-12)))
+
+
+def _regression_losses(rng, sigmas):
+    """A synthetic regression / embedding model (D = 4) pruned at each ratio: the pruned output is the dense one
+    moved by σ_j·s_i·‖d‖ in a random direction, s_i ~ U(0, 2), so the relative error is exactly σ_j·s_i."""
+    dense = rng.normal(size=(N, 4))
+    direction = rng.normal(size=(N, 4))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    step = rng.uniform(0, 2, (N, 1)) * np.linalg.norm(dense, axis=1, keepdims=True) * direction
+    return np.stack([relative_error_loss(dense + s * step, dense, TAU) for s in sigmas])
+
+
+@pytest.mark.parametrize("pvalue", ["hb", "wsr"])
+def test_fixed_sequence_fwer_with_the_position_loss_of_a_segmentation_model(pvalue):
+    true_risk = np.array([0.0, 0.005, 0.01, 0.02, 0.03, EPS + 0.002, 0.07, 0.1, 0.15, 0.2])
+    rng = np.random.default_rng(21)
+    tables = [_segmentation_losses(rng, true_risk) for _ in range(BOUNDED_TRIALS)]
+    certs = [certify(GRID, losses, EPS, DELTA, pvalue=pvalue) for losses in tables]
+    assert _fwer(certs, true_risk) <= DELTA + 3 * BOUNDED_SE
+    assert np.mean([c.certified_ratio is not None and c.certified_ratio >= GRID[3] for c in certs]) > 0.5  # power
+    assert np.any((tables[0] > 0) & (tables[0] < 1))  # really a bounded loss, not 0/1
+    # The check is sharp enough to catch the tempting mistake of counting pixels as samples (n = N·positions).
+    pixels = [fixed_sequence(binomial_pvalue(np.round(t.sum(1) * POSITIONS), N * POSITIONS, EPS), DELTA)
+              for t in tables]
+    assert np.mean([np.any(c & (true_risk > EPS)) for c in pixels]) > DELTA + 3 * BOUNDED_SE
+
+
+@pytest.mark.parametrize("pvalue", ["hb", "wsr"])
+def test_fixed_sequence_fwer_with_the_relative_error_loss_of_a_regression_model(pvalue):
+    sigmas = np.array([0.0, 0.001, 0.002, 0.003, 0.004, 0.0, 0.01, 0.02, 0.05, 0.1])
+    sigmas[5] = TAU * (EPS + 0.002)  # a = 2σ/τ < 1, so the risk is σ/τ = ε + 0.002: the first null, just above ε
+    true_risk = _relative_error_risk(sigmas)
+    assert np.all(np.diff(true_risk) >= 0) and true_risk[4] <= EPS < true_risk[5]
+    rng = np.random.default_rng(22)
+    certs = [certify(GRID, _regression_losses(rng, sigmas), EPS, DELTA, pvalue=pvalue)
+             for _ in range(BOUNDED_TRIALS)]
+    assert _fwer(certs, true_risk) <= DELTA + 3 * BOUNDED_SE
+    assert np.mean([c.certified_ratio is not None and c.certified_ratio >= GRID[2] for c in certs]) > 0.9  # power
+    many = np.concatenate([_regression_losses(rng, sigmas) for _ in range(10)], axis=1)
+    np.testing.assert_allclose(many.mean(axis=1), true_risk, atol=0.02)  # the risk formula is the loss's mean

@@ -46,3 +46,19 @@ def test_the_input_model_is_not_modified():
     before = model.SerializeToString()
     upstream(model, [next(n for n in model.graph.node if n.op_type == "Conv").output[0]])
     assert model.SerializeToString() == before
+
+
+def test_a_piece_between_two_tensors_computes_the_later_from_the_earlier():
+    """`between` + `piece`: the nodes from one tensor to another, as a model of their own with only their weights."""
+    from onnxprune.io.subgraph import between, piece
+
+    model = TINY["resnet"](3)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    a, b = convs[1].input[0], convs[1].output[0]
+    nodes = between(model, {a}, [b])
+    assert [n.name for n in nodes] == [convs[1].name]  # nothing before `a` runs
+    p = piece(model, nodes, [(a, onnx.TensorProto.FLOAT)], [(b, onnx.TensorProto.FLOAT)])
+    assert {t.name for t in p.graph.initializer} <= {x for n in p.graph.node for x in n.input}
+    x = sample_input(model, np.random.default_rng(4))
+    xa, xb = fetch(model, x, [a, b])
+    np.testing.assert_allclose(make_session(p, threads=1).run([b], {a: xa})[0], xb, rtol=1e-5, atol=1e-6)

@@ -90,7 +90,9 @@ def test_cli_json_for_two_models_has_every_key():
     assert set(d) == {"models", "latency", "comparison", "settings"}
     assert set(d["latency"]) == set(d["comparison"]) == {"1", "default"}
     assert [m["params"] for m in d["models"]] == [d["models"][0]["params"]] * 2 and d["models"][0]["params"] > 0
-    assert {"name", "size_bytes", "compressed_bytes", "params", "macs", "macs_unknown"} == set(d["models"][0])
+    assert {"name", "size_bytes", "compressed_bytes", "params", "macs", "macs_unknown",
+            "compressed_estimated"} == set(d["models"][0])
+    assert d["models"][0]["compressed_estimated"] is False  # a small model is compressed in full
     for stats in d["latency"].values():
         assert len(stats) == 2 and {"p50_ms", "p90_ms", "p99_ms", "runs", "threads"} <= set(stats[0])
     c = d["comparison"]["1"]

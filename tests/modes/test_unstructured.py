@@ -82,9 +82,15 @@ def test_global_magnitude_prunes_smallest_weights(lenet):
 
 def test_min_keep_and_uniform_allocation(lenet):
     s = settings(criterion="magnitude", min_keep=0.3)
-    plan = U.select(lenet, U.score(lenet, None, s), 0.95, s)
+    plan = U.select(lenet, U.score(lenet, None, s), 0.5, s)
     for L in weight_layers(lenet):
         assert plan.masks[L.weight].sum() >= np.ceil(0.3 * L.size)
+    # a floor never outweighs the ratio: at most 2/3 of the kept density (select/weights.py: floor_fraction)
+    plan = U.select(lenet, U.score(lenet, None, s), 0.95, s)
+    w = initializer_map(U.apply(lenet, plan))
+    assert sum(np.count_nonzero(w[k]) for k in plan.masks) == round(0.05 * 266200)
+    for L in weight_layers(lenet):
+        assert plan.masks[L.weight].sum() >= np.ceil(2 / 3 * 0.05 * L.size)
     s = settings(criterion="magnitude", allocation="uniform")
     plan = U.select(lenet, U.score(lenet, None, s), 0.8, s)
     for L in weight_layers(lenet):

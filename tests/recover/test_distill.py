@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from recover_builders import REPO, ArrayData, conv_chain, residual, tiny_data  # noqa: E402
 
 from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.recover.distill import _augment, _augment_plan, match_features, recover  # noqa: E402
+from onnxprune.recover.distill import (_augment, _augment_plan, channels_last_safe, match_features,  # noqa: E402
+                                       recover)
 from onnxprune.recover.torch_graph import TorchGraph  # noqa: E402
 
 
@@ -215,3 +216,10 @@ def test_time_budget_replans_and_stops() -> None:
                      progress=False)
     assert rep.epochs_run < 100_000 and rep.epochs_planned < 100_000
     assert rep.wall_s < 30
+
+
+def test_channels_last_only_when_every_conv_width_is_a_multiple_of_8() -> None:
+    """torch's CPU conv backward on channels-last images aborts the process for widths like 7 or 9 (a Torch-Pruning
+    ResNet-20, `--round-to 1`): such graphs train in the default layout; RGB/grey stems (3 or 1 inputs) are fine."""
+    assert channels_last_safe(onnx.load(REPO / "models" / "resnet20_cifar10.onnx"))
+    assert not channels_last_safe(conv_chain())  # its last conv has 6 output channels

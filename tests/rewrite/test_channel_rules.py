@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from units.generate import OPSET, Builder
+from units.generate import OPSET, Builder, random_keep
 from units.helpers import assert_prunes_exactly, rel_err, run, sample_input
 from onnx import TensorProto, helper, numpy_helper
 
@@ -253,7 +253,8 @@ def test_resize_of_the_channel_axis_is_refused():
 # ---------------------------------------------------------------------------------------- run-time shapes, shuffle
 def shuffle_block(b: Builder) -> tuple[str, str]:
     """ShuffleNetV2 unit as torch exports it: halves by Slice with bounds computed from Shape, branch 1×1 → dw →
-    1×1, Concat, channel shuffle Reshape [N, 2, C/2, H, W] → Transpose → Reshape back. Returns (mid conv, shuffle)."""
+    1×1, Concat, channel shuffle Reshape [N, 2, C/2, H, W] → Transpose → Reshape back. Returns (mid conv, the
+    branch's output conv)."""
     c = b.c
     shape = b.op("Shape", [b.x])[0]
     cdim = b.op("Gather", [shape, b.const(np.array(1, np.int64), "i")], axis=0)[0]
@@ -265,34 +266,132 @@ def shuffle_block(b: Builder) -> tuple[str, str]:
     mid = f"conv{b.k + 1}"
     y = b.act(b.bn(b.conv(x2, c // 2, 6, k=1), 6))
     y = b.bn(b.conv(y, 6, 6, group=6), 6)
-    y = b.act(b.bn(b.conv(y, 6, c // 2, k=1), c // 2))
+    y = b.conv(y, 6, c // 2, k=1)
+    out = y.split("_out")[0]
+    y = b.act(b.bn(y, c // 2))
     cat = b.op("Concat", [x1, y], axis=1)[0]
     r = b.op("Reshape", [cat, b.const(np.array([0, 2, c // 2, b.hw, b.hw], np.int64), "shp")])[0]
     t = b.op("Transpose", [r], perm=[0, 2, 1, 3, 4])[0]
     b.x = b.op("Reshape", [t, b.const(np.array([0, c, b.hw, b.hw], np.int64), "shp")])[0]
-    return mid, r
+    return mid, out
+
+
+def shuffle_net(batch=2, units: int = 2) -> tuple[onnx.ModelProto, list[str], list[str]]:
+    """stem → conv (8) → `units` ShuffleNetV2 units → head. Returns (model, inner mid convs, branch output convs)."""
+    b = builder(batch=batch)
+    b.x, b.c = b.conv(b.x, b.c, 8), 8
+    mids, outs = [], []
+    for _ in range(units):
+        mid, out = shuffle_block(b)
+        mids.append(mid)
+        outs.append(out)
+    return head(b), mids, outs
 
 
 @pytest.mark.parametrize("batch", [2, "N"])
-def test_shapes_computed_at_run_time_do_not_hide_the_rest_of_the_graph(batch):
-    b = builder(batch=batch)
+def test_channel_shuffle_ties_the_halves_and_prunes_the_unit_outputs_exactly(batch):
+    model, mids, outs = shuffle_net(batch)
+    groups = analyse(model)
+    stopped = [g for g in groups if not g.prunable and "model input" not in g.reason and "graph output" not in g.reason]
+    assert not stopped, [g.describe() for g in stopped]  # the Shape reading C, the chunk and the shuffle are followed
+    for mid in mids:  # inference loses every shape after the computed Slice; onnxruntime's shapes fill in
+        assert group_with(groups, mid).size == 6
+    # The branch outputs are tied to the channels that passed through the shuffle: one group with the conv before
+    # the first unit, the first unit's branch tied channel by channel, the second's 2 channels per unit.
+    tied = group_with(groups, outs[0])
+    assert tied is group_with(groups, outs[1]) and tied.size == 8 and len(tied.producers) == 3
+    rng = np.random.default_rng(0)
+    for _ in range(8):  # random kept sets (≥ 1 channel in every range a tensor sees): removal ≡ consumer zeroing
+        exact(model, random_keep(groups, rng))
+    # unit c of the group: conv channel c; the first branch's channel c (c < 4); the second branch's 2c, 2c + 1
+    # (c < 2). Keeping units 0, 2, 5 keeps 2 of the first branch's 4 outputs and 2 of the second's.
+    pruned = exact(model, {tied.id: [0, 2, 5]})
+    w = initializer_map(pruned)
+    convs = {n.name: n for n in pruned.graph.node if n.op_type == "Conv"}
+    assert w[convs[outs[0]].input[1]].shape[0] == 2 and w[convs[outs[1]].input[1]].shape[0] == 2
+    assert count(pruned).macs < count(model).macs
+    # the chunk bounds computed from Shape became constants; the shuffle's Reshape targets hold the new C and C/2
+    slices = [n for n in pruned.graph.node if n.op_type == "Slice"]
+    consts = {t.name for t in pruned.graph.initializer}
+    assert slices and all(n.input[1] in consts and n.input[2] in consts for n in slices)
+    targets = [numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer if t.name.startswith("shp")]
+    assert targets.count([0, 2, 2, 8, 8]) == 2 and targets.count([0, 4, 8, 8]) == 2
+
+
+def test_a_shuffle_deeper_than_the_halvings_of_its_width_is_refused_with_the_reason():
+    """8 channels: after 3 units a passed-through channel fills 8 positions, so the 4th unit's chunk cuts inside."""
+    model, mids, outs = shuffle_net(units=4)
+    groups = analyse(model)
+    g = group_with(groups, outs[0])
+    assert not g.prunable and "inside a block of positions removed together" in g.reason
+    assert all(group_with(groups, m).prunable for m in mids)  # the inner channels of every unit still prune
+    exact(model, {group_with(groups, m).id: [0, 2, 5] for m in mids})
+
+
+def test_shape_values_reaching_anything_but_chunk_bounds_or_the_shuffle_are_refused():
+    b = builder()
     b.x, b.c = b.conv(b.x, b.c, 8), 8
-    mids = [shuffle_block(b)[0] for _ in range(2)]
+    conv = b.x.split("_out")[0]
+    cdim = b.op("Gather", [b.op("Shape", [b.x])[0], b.const(np.array([1], np.int64), "i")], axis=0)[0]
+    scale = b.op("Cast", [cdim], to=TensorProto.FLOAT)[0]  # the channel count used as a value
+    b.x = b.op("Div", [b.x, scale])[0]
+    g = group_with(analyse(head(b)), conv)
+    assert not g.prunable and "reads the channel count" in g.reason and "Div node" in g.reason
+
+
+def test_a_shuffle_target_computed_with_a_constant_channel_count_is_refused():
+    """[N from Shape, 2, 4, 8, 8]: computed at run time, yet C/2 is a constant that would not follow the pruning."""
+    b = builder(batch="N")
+    b.x, b.c = b.conv(b.x, b.c, 8), 8
+    conv = b.x.split("_out")[0]
+    n = b._dim(b.op("Shape", [b.x])[0], 0)
+    first = b.op("Concat", [n, b.const(np.array([2, 4, 8, 8], np.int64), "t")], axis=0)[0]
+    t = b.op("Transpose", [b.op("Reshape", [b.x, first])[0]], perm=[0, 2, 1, 3, 4])[0]
+    b.x = b.op("Reshape", [t, b.const(np.array([0, 8, 8, 8], np.int64), "shp")])[0]
+    g = group_with(analyse(head(b)), conv)
+    assert not g.prunable and "target is computed at run time from more than the channel count" in g.reason
+
+
+@pytest.mark.parametrize("criterion", ["fscreen", "apoz", "ri", "l1"])
+def test_every_channel_criterion_scores_the_shuffle_groups_and_the_refit_runs(criterion):
+    """The conv before the units is read only in parts (chunk halves, shuffled): its statistics come from the tensor
+    before the chunk cuts it, so the data-driven criteria score the tied group too."""
+    model, mids, outs = shuffle_net("N")
+    rng = np.random.default_rng(0)
+    data = Dataset({"x": rng.normal(size=(64, 3, 8, 8)).astype(np.float32)}, rng.integers(0, 3, 64),
+                   input_specs(model))
+    prep = prepare(model, data, PruneSettings(criterion=criterion, ratio=0.5, round_to=1, batch_size=16))
+    tied = group_with(prep.scores.groups, outs[0]).id
+    assert np.isfinite(prep.scores.channel_scores[tied]).all()
+    cand = prep.build(0.5, data, reconstruct=True)
+    assert count(cand.model).macs < count(model).macs and any(len(v) < 8 for k, v in cand.plan.channels.items()
+                                                              if k == tied) | (tied not in cand.plan.channels)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_generated_shuffle_units_prune_exactly_or_say_why(seed):
+    b = Builder(np.random.default_rng(seed), batch=2 if seed % 2 else "N")
+    b.stem()
+    b.shuffle()
     model = head(b)
     groups = analyse(model)
-    for mid in mids:  # inference loses every shape after the computed Slice; onnxruntime's shapes fill in
-        g = next(g for g in groups if mid in g.producers)
-        assert g.prunable and g.size == 6
-    stopped = [g for g in groups if not g.prunable and "model input" not in g.reason and "graph output" not in g.reason]
-    assert stopped and all(g.reason for g in stopped)
-    # every group around the shuffle is refused at a named node of the shuffle: the Shape reading C, the Slice
-    # with run-time bounds, or the Reshape splitting the channel axis ([N, 8, 8, 8] → [N, 2, 4, 8, 8])
-    shuffle_nodes = {n.name for n in model.graph.node if n.op_type in ("Shape", "Slice", "Reshape", "Transpose")}
-    assert all(any(f"'{n}'" in g.reason for n in shuffle_nodes) for g in stopped)
-    assert any("slices the channel axis at bounds computed at run time" in g.reason for g in groups)
-    keep = {g.id: [0, 2, 5] for g in groups if g.prunable and g.size == 6}
-    assert len(keep) == 3  # the stem's and both branches' inner channels
-    exact(model, keep)
+    for g in groups:
+        assert g.prunable or g.reason, g.describe()
+    assert_prunes_exactly(model, seed)
+
+
+def test_generated_shuffle_units_are_pruned_through_the_shuffle():
+    """Over the seeds, the branch outputs are tied through the shuffle (groups with several producers, some tied
+    several channels per unit) and prune; where a unit's chunk cuts inside a tied unit the reason says so."""
+    tied, refused = 0, 0
+    for seed in range(12):
+        b = Builder(np.random.default_rng(seed))
+        b.stem()
+        b.shuffle()
+        for g in analyse(head(b)):
+            tied += g.prunable and len(g.producers) >= 3 and any(m.step for m in g.members)
+            refused += "inside a block of positions removed together" in g.reason
+    assert tied >= 3 and refused >= 1
 
 
 # ---------------------------------------------------------------------------------------- exporter quirks, reasons

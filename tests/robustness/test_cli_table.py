@@ -111,6 +111,9 @@ EXPORTERS = [
                                  "--threads", "1"), 0, None),
     ("eval-seg", ("eval", "seg.onnx", "--data", "d.npz", "--reference", "seg.onnx"), 0, None),
     ("check-embedding", ("check", "embedding.onnx", "--reference", "embedding.onnx", "--data", "d.npz"), 0, None),
+    *[(f"certify-{n}", ("certify", f"{n}.onnx", "--calib", "d50.npz", "--tolerance", "0.5", "--grid", "0:0.5:0.5",
+                        *PRUNE[:2], *extra), 0, None)
+      for n, extra in (("seg", ()), ("regression", ()), ("embedding", ("--loss", "cosine", "--loss-tau", "0.1")))],
 ]
 
 BAD = [
@@ -156,8 +159,15 @@ BAD = [
     ("batch-size-0", ("eval", "base.onnx", "--data", "d.npz", "--batch-size", "0"), 2, r"--batch-size"),
     ("bench-bad-shape", ("bench", "hw_sym.onnx", "--shape", "1,4,6,6"), 2, r"does not fit"),
     ("bench-dynamic-no-shape", ("bench", "hw_sym.onnx"), 2, r"pass --shape"),
-    ("certify-segmentation", ("certify", "seg.onnx", "--calib", "d50.npz", "--tolerance", "0.5"), 2,
-     r"certification needs a classifier output"),
+    ("certify-segmentation-relative", ("certify", "seg.onnx", "--calib", "d50.npz", "--tolerance", "0.5", "--loss",
+                                       "relative"), 2, r"output is a per-position score map .* use --loss positions"),
+    ("certify-regression-positions", ("certify", "regression.onnx", "--calib", "nolabels.npz", "--tolerance", "0.5",
+                                      "--loss", "positions"), 2, r"--loss positions needs a per-position score map"),
+    ("certify-regression-binomial", ("certify", "regression.onnx", "--calib", "nolabels.npz", "--tolerance", "0.5",
+                                     "--pvalue", "binomial"), 2, r"binomial p-value needs 0/1 losses"),
+    ("certify-embedding-tau", ("certify", "embedding.onnx", "--calib", "d.npz", "--tolerance", "0.5", "--loss",
+                               "cosine", "--loss-tau", "2.5"), 2, r"--loss-tau must be in \(0, 2\]"),
+    ("compress-loss-without-tolerance", _ok_compress("seg", "--loss", "positions"), 2, r"add --tolerance"),
 ]
 
 
@@ -286,3 +296,14 @@ def test_a_missing_change_never_breaks_the_summary():
     row = _row("MACs", 0, 0)
     assert row["ratio"] is None and "change" in row and row["change"] is None
     assert _row("MACs", 10, 5)["ratio"] == 0.5
+
+
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line():
+    """Before `onnxprune.cli` can catch it (the console script importing the package), Ctrl-C is one line and exit
+    130 too; importing onnxprune as a library leaves Python's handling alone."""
+    as_cli = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = '/venv/bin/onnxprune'; import onnxprune; "
+                             "raise KeyboardInterrupt"], capture_output=True, text=True)
+    assert as_cli.returncode == 130 and as_cli.stderr == "error: interrupted\n" and not as_cli.stdout
+    as_lib = subprocess.run([sys.executable, "-c", "import sys, onnxprune; "
+                             "print(sys.excepthook is sys.__excepthook__)"], capture_output=True, text=True)
+    assert as_lib.stdout.strip() == "True", as_lib.stderr

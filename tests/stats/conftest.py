@@ -88,3 +88,32 @@ def conv_data(tmp_path, convnet):
     x = rng.normal(size=(97, 3, 8, 8)).astype(np.float32)
     y = rng.integers(0, 3, size=97)
     return load_dataset(write_npz(tmp_path / "conv.npz", x, y), convnet)
+
+
+@pytest.fixture
+def without_ray(monkeypatch):
+    """Imports of Ray fail, as on a machine without the optional extra."""
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with 2 CPUs for the module's tests; skipped where the optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (optional extra)")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

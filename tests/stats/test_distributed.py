@@ -2,12 +2,8 @@
 runs the shards as tasks and retries a lost worker."""
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from builders import convnet
 from onnxprune.criteria.needs import default_requests
@@ -17,7 +13,6 @@ from onnxprune.stats import collect
 from onnxprune.stats.collect import collect_partial
 from onnxprune.stats.distributed import Shard, collect_sharded, merge_shards, plan_shards
 
-HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
 @pytest.fixture(scope="module")
@@ -74,33 +69,12 @@ def test_a_lost_or_short_shard_is_an_error_not_a_smaller_sample(setup):
         merge_shards(short, parts, len(data))
 
 
-def test_ray_missing_is_one_clear_error(setup, monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_ray(name, *a, **k):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("no ray")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_ray_missing_is_one_clear_error(setup, without_ray):
     from onnxprune import api
 
     tmp, m = setup
     with pytest.raises(OnnxPruneError, match=r"--ray needs Ray, which is not installed: pip install 'onnxprune\[ray"):
         api.stats(m, tmp / "d.npz", criteria="fscreen", ray="auto")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    if not HAS_RAY:
-        pytest.skip("ray is not installed")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

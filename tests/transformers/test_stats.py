@@ -64,6 +64,37 @@ def test_token_taps_reduce_over_tokens_in_the_graph():
     np.testing.assert_allclose(en, (a ** 2).mean(1).reshape(3, 4, 2).mean(2), rtol=1e-5)
 
 
+def masked_model() -> onnx.ModelProto:
+    """token_model plus an attention mask input [N, 4] (int64, as Hugging Face exports it) applied to the output."""
+    model = token_model()
+    g = model.graph
+    g.input.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", 4]))
+    g.node.remove(g.node[-1])
+    g.node.extend([helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT, name="mask_cast"),
+                   helper.make_node("Unsqueeze", ["mf", "two"], ["m3"], name="mask_3d"),
+                   helper.make_node("Mul", ["o3", "m3"], ["om"], name="mask_out"),
+                   helper.make_node("ReduceMean", ["om", "ax"], ["y"], keepdims=0, name="pool")])
+    g.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "two"))
+    return model
+
+
+def test_token_statistics_skip_padded_tokens():
+    """Under an attention mask, token means, zero fractions and head energies are over the real tokens only."""
+    model = masked_model()
+    taps = [Tap("a", "tmean"), Tap("a", "tzfrac"), Tap("a", "tenergy", block=2)]
+    sess = make_session(instrument(model, taps))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], np.int64)
+    a = np.maximum(x @ numpy_helper.to_array(model.graph.initializer[0]), 0)
+    mean, zf, en = sess.run([t.output for t in taps], {"x": x, "attention_mask": mask})
+    w = mask[:, :, None] / mask.sum(1)[:, None, None]
+    np.testing.assert_allclose(mean, (a * w).sum(1), rtol=1e-5)
+    np.testing.assert_allclose(zf, ((a == 0) * w).sum(1), rtol=1e-6)
+    np.testing.assert_allclose(en, (a ** 2 * w).sum(1).reshape(3, 4, 2).mean(2), rtol=1e-5)
+    assert not np.allclose(mean, a.mean(1))  # the padding mattered
+
+
 @pytest.mark.parametrize("rows", [False, True])
 def test_fscreen_and_apoz_of_token_features(rows):
     model = token_model(rows)
@@ -127,3 +158,53 @@ def test_refit_bias_adds_are_folded():
     x = np.random.default_rng(1).normal(size=(2, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(make_session(folded).run(None, {"x": x})[0], make_session(m).run(None, {"x": x})[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_head_contribution_is_head_energy_times_its_output_block():
+    """criteria.heads: E_h·‖W_h‖_F², E_h the mean x² of head h's features at the output projection's input."""
+    from onnxprune.criteria.heads import contributions
+    from onnxprune.io.graph import initializer_map
+    from onnxprune.modes.structured import STRUCTURED
+    from onnxprune.stats import stream
+
+    model = torchscript("packed")
+    d = data(model)
+    stats = collect(model, d, STRUCTURED.requests(model, PruneSettings(batch_size=16)), batch_size=16)
+    groups, _ = analyse_views(model)
+    g = next(g for g in groups if g.prunable and g.size == 4)
+    t = g.activations[0]
+    x = np.concatenate([b[t] for b in stream(model, d, [t], batch_size=16)])  # [N, T, 4 heads · 4]
+    energy = (x.astype(np.float64) ** 2).reshape(len(x), x.shape[1], 4, 4).mean((1, 3)).mean(0)
+    m = next(m for m in g.members if m.role == "consumer")
+    w = np.moveaxis(initializer_map(model)[m.tensor].astype(np.float64), m.axis, 0)
+    block = np.array([np.sum(w[m.indices(np.array([h]))] ** 2) for h in range(4)])
+    np.testing.assert_allclose(contributions(model, g, stats), energy * block, rtol=1e-4)
+
+
+def test_report_counts_a_head_as_its_features():
+    """Selection counts a head as dh channels; the report's rows and totals do too (shape column: heads × dh)."""
+    from onnxprune.modes.structured import STRUCTURED
+    from onnxprune.select.plan import Plan
+
+    model = torchscript("packed")
+    groups, _ = analyse_views(model)
+    heads = [g for g in groups if g.prunable and g.size == 4]
+    plan = Plan("structured", "", {"criterion": "l1", "ratio": 0.5}, channels={g.id: [0, 3] for g in heads})
+    pruned = STRUCTURED.apply(model, plan)
+    rows = {r["layer"]: r for r in STRUCTURED.report(model, pruned, plan)["layers"]}
+    for g in heads:
+        assert (rows[g.id]["weights"], rows[g.id]["kept"]) == (16, 8)
+        assert (rows[g.id]["shape"], rows[g.id]["pruned_shape"]) == ([4, 4], [2, 4])
+
+
+def test_structured_refit_on_token_rows():
+    """GPT-2's [B·T, F] rows: the re-fit's targets and inputs line up row by row (B·T rows a batch, not B), and the
+    re-fit brings the pruned output closer to the dense one."""
+    model = token_model(rows=True)
+    d = data(model, n=64)
+    prep = prepare(model, d, PruneSettings(criterion="fscreen", ratio=0.5, round_to=1, batch_size=16))
+    feed = {"x": d.inputs["x"]}
+    dense = make_session(model).run(None, feed)[0]
+    errs = [np.abs(make_session(prep.build(0.5, d, reconstruct=r).model).run(None, feed)[0] - dense).mean()
+            for r in (False, True)]
+    assert errs[1] < errs[0]

@@ -2,7 +2,9 @@
 
 `export(module, x, dynamo=...)` returns the normalised ModelProto (as `load_model` gives it). Modules:
 ViT-style blocks with packed qkv or separate q/k/v projections, GELU (Erf form) or ReLU MLPs, an optional additive
-attention mask fed as a second input, and a ConvNeXt block (channel-last MLP between two Transposes).
+attention mask fed as a second input, a ConvNeXt block (channel-last MLP between two Transposes), and token-id
+models shaped like Hugging Face's BERT and GPT-2 exports (dynamic sequence length, embeddings, GPT-2's Conv1D on
+[B·T, F] rows with q, k, v split out of one projection, causal mask).
 """
 from __future__ import annotations
 
@@ -70,11 +72,25 @@ class PackedAttention(nn.Module):
         return self.o(a.transpose(1, 2).reshape(-1, self.t, self.h * self.dh))
 
 
+class MHAttention(nn.Module):
+    """torchvision's ViT: nn.MultiheadAttention (batch_first): packed in-projection unflattened to [T, B, 3, E], heads
+    as [T, B·H, dh] — followed only with a fixed batch (dynamo's static export), where B·H is H."""
+
+    def __init__(self, dim: int, heads: int, tokens: int) -> None:
+        super().__init__()
+        self.t = tokens
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, tokens: int, packed: bool, act: str) -> None:
         super().__init__()
         self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = {True: PackedAttention, False: SepAttention, "hf": HFAttention}[packed](dim, heads, tokens)
+        self.attn = {True: PackedAttention, False: SepAttention, "hf": HFAttention, "mha": MHAttention}[packed](
+            dim, heads, tokens)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU() if act == "gelu" else nn.ReLU(),
                                  nn.Linear(hidden, dim))
 
@@ -127,10 +143,84 @@ class ConvNeXtTiny(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
+class Conv1D(nn.Module):
+    """GPT-2's Conv1D: the tokens flattened into rows, `addmm`, the rows unflattened ([B·T, F] between)."""
+
+    def __init__(self, nx: int, nf: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight, self.bias = nn.Parameter(torch.empty(nx, nf)), nn.Parameter(torch.empty(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.size()[:-1] + (self.nf,)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(size)
+
+
+class GPT2Attention(nn.Module):
+    """GPT-2: one Conv1D makes q, k, v, `split` along the features; HF-style head split / merge; causal mask."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.h, self.dh, self.dim = heads, dim // heads, dim
+        self.c_attn, self.c_proj = Conv1D(dim, 3 * dim), Conv1D(dim, dim)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.size()[:-1], self.h, self.dh).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = (self.split(t) for t in self.c_attn(x).split(self.dim, dim=2))
+        s = torch.matmul(q, k.transpose(-1, -2)) / self.dh ** 0.5
+        t = x.size(1)
+        causal = torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device))
+        s = torch.where(causal, s, torch.tensor(-1e4, dtype=s.dtype))  # as transformers < 4.36 export it
+        if mask is not None:
+            s = s + (1.0 - mask[:, None, None, :]) * -1e4
+        a = torch.matmul(torch.softmax(s, -1), v).permute(0, 2, 1, 3).contiguous()
+        return self.c_proj(a.view(*a.size()[:-2], self.dim))
+
+
+class TokenBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, gpt2: bool) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GPT2Attention(dim, heads) if gpt2 else HFAttention(dim, heads, 0)
+        self.fc1, self.fc2 = (Conv1D(dim, hidden), Conv1D(hidden, dim)) if gpt2 else \
+            (nn.Linear(dim, hidden), nn.Linear(hidden, dim))
+        self.gpt2 = gpt2
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.gpt2:  # pre-LN, tanh GELU
+            x = x + self.attn(self.n1(x), mask)
+            return x + self.fc2(nn.functional.gelu(self.fc1(self.n2(x)), approximate="tanh"))
+        x = self.n1(x + self.attn(x, mask))  # BERT: post-LN
+        return self.n2(x + self.fc2(nn.functional.gelu(self.fc1(x))))
+
+
+class TokenModel(nn.Module):
+    """Token ids [N, T] (+ mask [N, T]) with a dynamic sequence length, as Hugging Face exports them: word and
+    position embeddings → blocks → BERT: LayerNorm'd first token → classifier [N, 3]; GPT-2: LM head [N, T, V]."""
+
+    def __init__(self, gpt2: bool, dim: int = 16, heads: int = 4, hidden: int = 24, depth: int = 2,
+                 vocab: int = 11, tokens: int = 5) -> None:
+        super().__init__()
+        self.gpt2, self.t = gpt2, tokens
+        self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(64, dim)
+        self.blocks = nn.ModuleList(TokenBlock(dim, heads, hidden, gpt2) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab if gpt2 else 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.wte(ids) + self.wpe(torch.arange(ids.size(1), device=ids.device))[None]
+        for b in self.blocks:
+            x = b(x, mask.to(x.dtype))
+        x = self.norm(x)
+        return self.head(x if self.gpt2 else x[:, 0])
+
+
 VARIANTS = {  # fixture name: Encoder keyword arguments
     "packed": dict(packed=True), "separate": dict(packed=False),
     "separate_mask_relu": dict(packed=False, masked=True, act="relu"), "packed_mask": dict(packed=True, masked=True),
-    "hf_mask": dict(packed="hf", masked=True),
+    "hf_mask": dict(packed="hf", masked=True), "mha": dict(packed="mha"),
 }
 
 
@@ -144,18 +234,35 @@ def randomise(module: nn.Module, seed: int) -> nn.Module:
     return module.eval()
 
 
+TOKEN_MODELS = {"bert_ids": dict(gpt2=False), "gpt2": dict(gpt2=True)}  # TokenModel keyword arguments
+
+
 def export(module: nn.Module, inputs: tuple, dynamo: bool = False, opset: int = 17) -> onnx.ModelProto:
-    names = ["x", "mask"][:len(inputs)]
+    """Batch axis dynamic; for token models (ids input) the sequence axis too, as Hugging Face exports are."""
+    tokens = isinstance(module, TokenModel)
+    names = (["ids", "mask"] if tokens else ["x", "mask"])[:len(inputs)]
+    axes = {0: "batch", 1: "sequence"} if tokens else {0: "batch"}
     buf = io.BytesIO()
     if dynamo:
+        dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence", max=64)} if tokens else None
         prog = torch.onnx.export(module, inputs, dynamo=True, input_names=names, output_names=["y"],
-                                 opset_version=max(opset, 18), verbose=False)
+                                 opset_version=max(opset, 18), verbose=False,
+                                 dynamic_shapes={"ids": dims, "mask": dims} if tokens else None)
         model = prog.model_proto
     else:
         torch.onnx.export(module, inputs, buf, dynamo=False, opset_version=opset, input_names=names,
-                          output_names=["y"], dynamic_axes={n: {0: "batch"} for n in names + ["y"]})
+                          output_names=["y"], dynamic_axes={**{n: axes for n in names}, "y": {0: "batch"}})
         model = onnx.load_from_string(buf.getvalue())
     return normalise(model)
+
+
+def token_inputs(module: TokenModel, n: int = 3, seed: int = 0) -> tuple:
+    """Ids and a padding mask: sample 0 is padded after 3 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, module.wte.num_embeddings, (n, module.t), generator=g)
+    mask = torch.ones(n, module.t, dtype=torch.int64)
+    mask[0, 3:] = 0
+    return ids * mask, mask
 
 
 def encoder_inputs(module: Encoder, n: int = 2, seed: int = 0) -> tuple:

@@ -195,6 +195,54 @@ class Builder:
             y = self.op("Resize", [y, "", "", sizes], mode="nearest", axes=[1, 2, 3])[0]
         self.x = self.op("MaxPool", [self.act(y)], kernel_shape=[2, 2], strides=[2, 2])[0]
 
+    def shuffle(self) -> None:
+        """ShuffleNetV2: a unit with two branches on the whole input, then 1–3 units that halve the channels (Slice
+        at bounds computed from Shape as torch.chunk exports, or Split), run 1×1 → depthwise → 1×1 on one half, Concat
+        and shuffle: Reshape [N, 2, C/2, H, W] → Transpose [0, 2, 1, 3, 4] → Reshape back, with constant targets or
+        targets computed from Shape. Channels passed through are tied to the branch outputs pair by pair; a later
+        unit may cut inside a tied pair (then its groups are refused)."""
+        h = 2 * int(self.rng.integers(1, 3))
+        c = 2 * h
+        a = self.act(self.conv(self.x, self.c, h, k=1))
+        b = self.act(self.bn(self.conv(self.x, self.c, h, k=1), h))
+        self.x, self.c = self._shuffle(self.op("Concat", [a, b], axis=1)[0], c), c
+        for _ in range(int(self.rng.integers(1, 4))):
+            x1, x2 = self._halves(self.x, c)
+            y = self.act(self.bn(self.conv(x2, h, h, k=1), h))
+            y = self.bn(self.conv(y, h, h, group=h), h)
+            y = self.act(self.conv(y, h, h, k=1))
+            self.x = self._shuffle(self.op("Concat", [x1, y], axis=1)[0], c)
+
+    def _dim(self, shape: str, i: int) -> str:
+        d = self.op("Gather", [shape, self.const(np.array(i, np.int64), "i")], axis=0)[0]
+        return self.op("Unsqueeze", [d, self.const(np.array([0], np.int64), "ax")])[0]
+
+    def _halves(self, x: str, c: int) -> tuple[str, str]:
+        kind = self.rng.integers(3)
+        if kind == 0:  # torch.chunk: bounds from Shape (C + 1) / 2
+            cdim = self._dim(self.op("Shape", [x])[0], 1)
+            half = self.op("Div", [self.op("Add", [cdim, self.const(np.array([1], np.int64), "one")])[0],
+                                   self.const(np.array([2], np.int64), "two")])[0]
+            ax = self.const(np.array([1], np.int64), "ax1")
+            return (self.op("Slice", [x, self.const(np.array([0], np.int64), "s0"), half, ax])[0],
+                    self.op("Slice", [x, half, self.const(np.array([2**62], np.int64), "big"), ax])[0])
+        if kind == 1:
+            return tuple(self.op("Split", [x], n_out=2, axis=1, num_outputs=2))
+        return tuple(self.op("Split", [x, self.const(np.array([c // 2, c // 2], np.int64), "split")], n_out=2, axis=1))
+
+    def _shuffle(self, x: str, c: int) -> str:
+        if self.rng.random() < 0.5:
+            first = self.const(np.array([0, 2, c // 2, self.hw, self.hw], np.int64), "shp")
+            back = self.const(np.array([0, c, self.hw, self.hw], np.int64), "shp")
+        else:  # computed from Shape, as torch exports view(n, g, c // g, h, w) with a dynamic batch
+            shape = self.op("Shape", [x])[0]
+            n, cd, hh, ww = (self._dim(shape, i) for i in range(4))
+            half = self.op("Div", [cd, self.const(np.array([2], np.int64), "two")])[0]
+            first = self.op("Concat", [n, self.const(np.array([2], np.int64), "g"), half, hh, ww], axis=0)[0]
+            back = self.op("Concat", [n, cd, hh, ww], axis=0)[0]
+        t = self.op("Transpose", [self.op("Reshape", [x, first])[0]], perm=[0, 2, 1, 3, 4])[0]
+        return self.op("Reshape", [t, back])[0]
+
     def unsupported(self) -> None:
         """An op that mixes channels: the groups around it must become unprunable, nothing must crash."""
         if self.rng.random() < 0.5:
@@ -226,6 +274,12 @@ class Builder:
             feats = hidden
         return self._gemm(f, feats, classes)
 
+    def seg_head(self, classes: int = 4) -> str:
+        """A segmentation head: conv → BN → act → 1×1 conv to per-position class scores (N, classes, H, W)."""
+        c = int(self.rng.integers(6, 12))
+        y = self.act(self.bn(self.conv(self.x, self.c, c), c))
+        return self.conv(y, c, classes, k=1, bias=True)
+
     def _gemm(self, f: str, k: int, m: int) -> str:
         trans = int(self.rng.integers(2))
         w = self.weight(m, k) if trans else self.weight(m, k).T.copy()
@@ -244,6 +298,8 @@ class Builder:
 
 BLOCKS = ["conv_chain", "residual", "dense", "depthwise_se", "split_block", "slice_block", "pool", "grouped",
           "transpose_chain", "shared_weight", "identity_reshape", "resize"]
+# `shuffle` is built by its own tests (tests/rewrite/test_channel_rules.py), not drawn here: adding a block to this
+# list changes every seeded model, and other tests rely on what a seed builds
 
 
 def random_model(seed: int, unsupported: bool | None = None) -> onnx.ModelProto:

@@ -113,3 +113,94 @@ class TestCertDataMustBeDisjoint:
         r = self.certify(files / "calib.npz", files / "disjoint.npz")
         assert r.exit_code == 0, r.output
         assert "certified ratio: 0.30" in r.output
+
+
+# --- models that are not (N, K) classifiers: bounded per-sample losses -------------------------
+
+from onnxprune.certify import position_disagreement_loss  # noqa: E402
+from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.workflows.certify import choose_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("kind,labelled,loss,tau,pvalue,expected", [
+    ("classes", True, "auto", None, None, ("new_error", None, "binomial")),
+    ("classes", False, "auto", None, None, ("disagreement", None, "binomial")),
+    ("dense", True, "auto", None, None, ("positions", None, "hb")),  # per-sample labels cannot score positions
+    ("values", False, "auto", None, None, ("relative", 0.1, "hb")),
+    ("values", False, "cosine", None, None, ("cosine", 0.01, "binomial")),
+    ("values", False, "relative", 0.25, "wsr", ("relative", 0.25, "wsr")),
+    ("classes", True, "cosine", 0.05, None, ("cosine", 0.05, "binomial")),  # logits compared as vectors
+])
+def test_the_loss_fits_the_output_and_the_pvalue_fits_the_loss(kind, labelled, loss, tau, pvalue, expected):
+    assert choose_loss(kind, labelled, loss, tau, pvalue) == expected
+
+
+@pytest.mark.parametrize("kind,labelled,loss,tau,pvalue,match", [
+    ("dense", False, "relative", None, None, r"this model's output is a per-position score map .* --loss positions"),
+    ("values", False, "positions", None, None, r"--loss positions needs a per-position score map"),
+    ("values", False, "new_error", None, None, r"--loss new_error needs \(N, K\) class scores"),
+    ("classes", False, "new_error", None, None, r"needs labels"),
+    ("dense", False, "positions", 0.1, None, r"--loss positions has none"),
+    ("values", False, "cosine", 3.0, None, r"\(0, 2\] for the cosine loss"),
+    ("values", False, "relative", None, "binomial", r"binomial p-value needs 0/1 losses .* --pvalue hb"),
+    ("values", False, "mse", None, None, r"unknown loss 'mse'"),
+])
+def test_contradictions_are_refused_before_any_work(kind, labelled, loss, tau, pvalue, match):
+    with pytest.raises(OnnxPruneError, match=match):
+        choose_loss(kind, labelled, loss, tau, pvalue)
+
+
+@pytest.fixture(scope="module")
+def segmentation(tmp_path_factory):
+    """A generated segmentation network (stem, residual block, conv chain, conv head → (N, 4, 8, 8) scores) and 400
+    unlabelled inputs."""
+    import onnx
+    from units.generate import Builder
+
+    d = tmp_path_factory.mktemp("seg")
+    b = Builder(np.random.default_rng(5), batch="N")
+    b.stem(), b.residual(), b.conv_chain()
+    onnx.save(b.model(b.seg_head(4)), d / "seg.onnx")
+    np.savez(d / "x.npz", x=np.random.default_rng(0).normal(size=(400, 3, 8, 8)).astype(np.float32))
+    return d
+
+
+def test_cli_certifies_a_segmentation_model_on_the_per_position_loss(segmentation):
+    import json
+
+    d = segmentation
+    r = CliRunner().invoke(main, ["certify", str(d / "seg.onnx"), "--calib", str(d / "x.npz"), "--tolerance", "0.1",
+                                  "--grid", "0:0.6:0.15", "--round-to", "1", "--json", "-o", str(d / "cert.onnx")])
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)
+    assert c["loss"] == "positions" and c["pvalue_method"] == "hb" and c["loss_tau"] is None
+    assert "fraction of positions" in c["risk"] and "fraction of positions" in c["message"]
+    assert c["certified_ratio"] == 0.3 and c["empirical_risk"][0] == 0.0
+    assert c["certified"] == [True, True, True, False, False] and c["tested"] == [True] * 4 + [False]
+    # The written model is the certified candidate: its per-position disagreement on the certification split is
+    # the certified row's risk.
+    dense, written = load_model(d / "seg.onnx"), load_model(d / "cert.onnx")
+    cert = load_dataset(d / "x.npz", dense).subset(split_indices(400, 0.5, 0)[1])
+    loss = position_disagreement_loss(predict(written, cert), predict(dense, cert))
+    assert loss.mean() == pytest.approx(c["empirical_risk"][2], abs=1e-12)
+    assert np.any((loss > 0) & (loss < 1))  # a bounded loss: fractions of positions, not 0/1
+
+
+def test_cli_compress_tolerance_on_a_segmentation_model_writes_the_certified_candidate(segmentation, tmp_path):
+    import json
+
+    d = segmentation
+    r = CliRunner().invoke(main, ["compress", str(d / "seg.onnx"), "--calib", str(d / "x.npz"), "--tolerance", "0.1",
+                                  "--grid", "0:0.6:0.15", "--round-to", "1", "--no-bench", "--json",
+                                  "-o", str(tmp_path / "c.onnx")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert any("certified ratio 0.3" in n and "fraction of positions" in n for n in out["notes"])
+    assert load_model(tmp_path / "c.onnx").graph == load_model(d / "cert.onnx").graph  # same candidate as certify
+
+
+def test_cli_refuses_a_loss_that_does_not_fit_in_one_line(segmentation):
+    d = segmentation
+    r = CliRunner().invoke(main, ["certify", str(d / "seg.onnx"), "--calib", str(d / "x.npz"), "--tolerance", "0.1",
+                                  "--loss", "cosine"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and r.output.startswith("error: --loss cosine needs")

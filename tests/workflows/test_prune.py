@@ -78,3 +78,26 @@ def test_saved_statistics_serve_structured_pruning_too(tmp_path):
     a = api.prune(model, tmp_path / "a.onnx", calib=MNIST_CALIB, ratio=0.5, reconstruct=False)
     b = api.prune(model, tmp_path / "b.onnx", stats=s, ratio=0.5, reconstruct=False)
     assert a.plan.channels == b.plan.channels and a.plan.channels
+
+
+def test_macs_of_a_dynamic_sequence_model_are_counted_at_the_data_shape(tmp_path):
+    """A Hugging Face-style export has a dynamic sequence length: its MACs are those of the data's 16 tokens,
+    never 0 → 0."""
+    import sys
+    from pathlib import Path
+
+    import onnx
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transformers"))
+    from tf_build import TOKEN_MODELS, TokenModel, export, randomise, token_inputs
+
+    m = randomise(TokenModel(**TOKEN_MODELS["bert_ids"]), 0)
+    model = export(m, token_inputs(m))
+    onnx.save(model, tmp_path / "bert.onnx")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 11, (64, 16)).astype(np.int64)  # its vocabulary has 11 tokens
+    names = [i.name for i in model.graph.input]
+    np.savez(tmp_path / "d.npz", **{names[0]: ids, **({names[1]: np.ones_like(ids)} if len(names) > 1 else {})})
+    loaded = load_model(tmp_path / "bert.onnx")
+    data = load_dataset(tmp_path / "d.npz", loaded)
+    report = prune(loaded, data, PruneSettings(mode="structured", ratio=0.5, reconstruct=False)).report
+    assert 0 < report["macs"]["pruned"] < report["macs"]["dense"]
