@@ -663,6 +663,8 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
     if epochs and bn_align and bn_mode == "train":
         d.align_bn()
     best_agree, best_epoch, best_state = before, 0, None
+    if keep_best and epochs and before is not None:  # the start is a candidate too: training must not make it worse
+        best_state = {k: v.detach().clone() for k, v in d.graph.named_initializers().items()}
     history: list[EpochLog] = []
     stopped = "epochs"
     bar = _progress(progress is True, planned) if planned else None

@@ -75,6 +75,8 @@ def describe(report: RecoveryReport) -> str:
     steps = report.pruning_steps
     ratios = ", ".join(f"{x['ratio']:.3f}" for x in steps)
     how = f"pruned in {len(steps)} annealed steps (ratios {ratios}) during " if steps else ""
+    if report.epochs_run and report.best_epoch == 0 and not steps:
+        agree += "every epoch lowered it, so the input weights were kept (try a lower learning rate); "
     return (f"recovery: {how}{report.epochs_run} epoch(s) of distillation from the dense model on "
             f"{report.train_samples} samples ({report.stopped}; {agree}{report.wall_s:.0f} s, {report.cpu_s:.0f} "
             f"CPU-s, {report.threads} thread(s); augmentation: {report.augment})")

@@ -223,3 +223,15 @@ def test_channels_last_only_when_every_conv_width_is_a_multiple_of_8() -> None:
     ResNet-20, `--round-to 1`): such graphs train in the default layout; RGB/grey stems (3 or 1 inputs) are fine."""
     assert channels_last_safe(onnx.load(REPO / "models" / "resnet20_cifar10.onnx"))
     assert not channels_last_safe(conv_chain())  # its last conv has 6 output channels
+
+
+def test_training_that_only_hurts_keeps_the_input_weights() -> None:
+    """A learning rate that wrecks the student (held-out agreement falls far below the start) must not be written:
+    the start is a candidate like every epoch, and the report says the input was kept (best epoch 0)."""
+    dense = _mlp(0)
+    data = tiny_data(dense, 400)
+    out, rep = recover(dense, dense, data, epochs=2, lr=50.0, holdout_fraction=0.25, progress=False)
+    assert rep.agreement_before == 1.0
+    assert rep.best_epoch == 0 and rep.agreement_after == 1.0
+    for name, a in _inits(dense).items():
+        np.testing.assert_array_equal(_inits(out)[name], a)
