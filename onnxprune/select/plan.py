@@ -69,6 +69,8 @@ class PruneSettings:
         if self.schedule == "iterative" and not self.recovers:
             raise OnnxPruneError("--schedule iterative trains between its pruning steps: add --recover (or "
                                  "--recover-epochs N)")
+        if self.schedule == "iterative" and self.recover_seconds is not None:
+            raise OnnxPruneError("--recover-time is not supported with --schedule iterative: give --recover-epochs")
 
     @property
     def recovers(self) -> bool:

@@ -164,6 +164,8 @@ def test_iterative_needs_recovery_epochs_and_no_time_budget(tmp_path):
 
     with pytest.raises(OnnxPruneError, match="--recover"):
         PruneSettings(schedule="iterative")
+    with pytest.raises(OnnxPruneError, match="--recover-time"):  # refused before any work, not after statistics
+        PruneSettings(schedule="iterative", recover_epochs=3, recover_seconds=5.0)
     assert PruneSettings(schedule="iterative", recover_epochs=3).to_dict()["schedule"] == "iterative"
     assert "schedule" not in PruneSettings().to_dict()  # plans without recovery are unchanged
     r = run("compress", LENET300, "--mode", "unstructured", "--ratio", "0.5", "--schedule", "iterative",
