@@ -4,7 +4,7 @@ Not run by CI. Needs a separate benchmark venv with torch 2.14.1, torchvision 0.
 onnxruntime, plus onnxprune's own dependencies (click, rich, scipy, matplotlib, onnx-graphsurgeon):
 
     PYTHONPATH=/work/main /work/tvenv/bin/python benchmarks/torchvision_coverage.py \\
-        [--models resnet18 mobilenet_v2 ...] [--work /work/scratch/tv] [--json /work/scratch/coverage.json]
+        [--models resnet18 mobilenet_v2 ...] [--work out/tv] [--json out/coverage.json]
 
 For each model (random weights, `weights=None`, eval mode; exported once at 1×3×224×224 with
 `torch.onnx.export(dynamo=False)`, opset 18, dynamic batch, cached under --work):
@@ -236,8 +236,8 @@ def table(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=MODELS)
-    ap.add_argument("--work", default="/work/scratch/tv")
-    ap.add_argument("--json", default="/work/scratch/coverage.json")
+    ap.add_argument("--work", default="out/tv")
+    ap.add_argument("--json", default="out/coverage.json")
     ap.add_argument("--skip-tp", action="store_true", help="keep Torch-Pruning results already in the JSON file")
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--table-only", action="store_true", help="print the table of the JSON file and exit")
