@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -43,13 +44,18 @@ from ..io.data import Dataset
 from ..io.model import model_hash, validate
 from ..progress import say
 from ..select.plan import Plan
-from .prune import Candidate, Prepared, materialise, prepare
+if TYPE_CHECKING:  # annotations only (torch is imported when the schedule runs)
+    from ..recover.distill import RecoveryReport
+
+# `prepared` below is a `workflows.prune.Prepared`: prune.py calls this module, and this module reaches the one-shot
+# machinery (re-scoring, the checked rewrite) only through that object's methods, so the two do not import each other
+Prepared = Any
 
 PRUNE_SPAN = 0.3  # the K steps are spread over this fraction of the epochs (one epoch apart at K = 5, 20 epochs)
 
 
 def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None, train: Dataset,
-                         span: float = PRUNE_SPAN) -> Candidate:
+                         span: float = PRUNE_SPAN) -> tuple[onnx.ModelProto, Plan, RecoveryReport]:
     """The candidate at `ratio`, pruned in `settings.prune_steps` annealed steps while distilling from the dense
     model on `train` for `settings.recover_epochs` epochs; `data` is the re-fit / rewrite-check data (as in
     `Prepared.build`)."""
@@ -75,7 +81,7 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
     plan = mode.select(dense, prepared.scores, ratios[0], s)
     total0 = _channels(prepared.scores) if structured else None
     alive = {g.id: np.arange(g.size) for g in prepared.scores.groups} if structured else None
-    current = _step_model(mode, dense, plan, data, s, structured)
+    current = _step_model(prepared, dense, plan, data, structured)
     if structured:
         alive = _compose(alive, plan)
     with _threads(1), torch.random.fork_rng(devices=[]):
@@ -96,7 +102,7 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
             if k:  # prune step k on the current trained weights
                 trained_agree = d.agreement()
                 current = d.written()
-                scores, how = _scores(mode, current, s, screen, data)
+                scores, how = _scores(prepared, current, screen, data)
                 screen = None
                 if structured:
                     rel = max(0.0, 1.0 - (1.0 - ratios[k]) * total0 / _channels(scores))
@@ -104,7 +110,7 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
                     alive = _compose(alive, plan)
                 else:
                     plan = mode.select(current, _pruned_stay_pruned(scores, current), ratios[k], s)
-                current = _step_model(mode, current, plan, data, s, structured)
+                current = _step_model(prepared, current, plan, data, structured)
                 d.set_student(current)
                 d.align_bn()
                 d.graph.train()
@@ -137,7 +143,7 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
         wall_s=time.perf_counter() - t_wall, cpu_s=time.process_time() - t_cpu,
         settings={"schedule": "iterative", "prune_steps": k_steps, "span": span, "epochs": epochs},
         pruning_steps=log)
-    return Candidate(model, final, report)
+    return model, final, report
 
 
 def _batch() -> int:
@@ -160,26 +166,27 @@ def _compose(alive: dict[str, np.ndarray], plan: Plan) -> dict[str, np.ndarray]:
     return {g: (a[np.asarray(plan.channels[g], dtype=np.int64)] if g in plan.channels else a) for g, a in alive.items()}
 
 
-def _step_model(mode, model: onnx.ModelProto, plan: Plan, data: Dataset | None, settings, structured: bool
+def _step_model(prepared: Prepared, model: onnx.ModelProto, plan: Plan, data: Dataset | None, structured: bool
                 ) -> onnx.ModelProto:
     """Structured: the checked channel rewrite of the current model, re-fitted against it. Unstructured: the
     current model with the plan's weights zeroed — shapes kept, so no re-fit (the weight re-fit works on the model
     with dead neurons removed) and dead neurons go at the end."""
     if structured:
-        return materialise(mode, model, plan, data, settings, settings.reconstruct and data is not None)
+        return prepared.materialise(model, plan, data, prepared.settings.reconstruct and data is not None)
     from ..rewrite.masks import masked
 
     return masked(model, plan)
 
 
-def _scores(mode, current: onnx.ModelProto, settings, screen, data: Dataset | None):
+def _scores(prepared: Prepared, current: onnx.ModelProto, screen, data: Dataset | None):
     """The criterion's scores of the current weights, and how their statistics were obtained."""
+    mode, settings = prepared.mode, prepared.settings
     if screen is not None and screen.n:
         return (mode.score(current, screen.stats(model_hash(current), "online"), settings),
                 f"online F over {screen.n} training samples")
     how = ("statistics of the current weights" if mode.requests(current, settings) or settings.criterion == "taylor"
            else "magnitudes of the current weights")
-    return prepare(current, data, settings).scores, how  # whatever the criterion needs: a pass, gradients, or none
+    return prepared.rescored(current, data), how  # whatever the criterion needs: a pass, gradients, or none
 
 
 def _pruned_stay_pruned(scores, current: onnx.ModelProto):

@@ -69,6 +69,15 @@ class Prepared:
     def mode(self) -> Mode:
         return modes.get(self.settings.mode)
 
+    def rescored(self, model: onnx.ModelProto, data: Dataset | None) -> Scores:
+        """The same criterion's scores of another model (a training-time pruning step's current weights)."""
+        return prepare(model, data, self.settings).scores
+
+    def materialise(self, model: onnx.ModelProto, plan: Plan, data: Dataset | None, reconstruct: bool
+                    ) -> onnx.ModelProto:
+        """`materialise` with these settings, for another model than the prepared one (training-time steps)."""
+        return materialise(self.mode, model, plan, data, self.settings, reconstruct)
+
     def build(self, ratio: float, data: Dataset | None, *, reconstruct: bool, recover: Dataset | None = None
               ) -> Candidate:
         """The candidate at `ratio`; `data` is the re-fit data (when `reconstruct`) and the rewrite check's probe,
@@ -76,7 +85,7 @@ class Prepared:
         if recover is not None and self.settings.schedule == "iterative" and ratio > 0:
             from .iterative import prune_while_training  # pruned in steps while recovering (001 Alg. 1-2)
 
-            return prune_while_training(self, ratio, data, recover)
+            return Candidate(*prune_while_training(self, ratio, data, recover))
         plan = self.mode.select(self.model, self.scores, ratio, self.settings)
         model = materialise(self.mode, self.model, plan, data, self.settings, reconstruct and ratio > 0)
         if recover is None or not self.settings.recovers or ratio == 0:
