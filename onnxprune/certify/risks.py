@@ -106,6 +106,13 @@ def _cosine_and_relative_error(out_pruned: ArrayLike, out_dense: ArrayLike) -> t
     y = d.reshape(len(d), -1).astype(np.float64)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise OnnxPruneError("model outputs hold NaN or Inf: no bounded loss can be computed")
+    return cosine_and_relative_error(x, y)
+
+
+def cosine_and_relative_error(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of two (N, D) float64 arrays: cosine similarity and ‖x − y‖ / ‖y‖. Zero vectors are handled: two
+    zero rows are identical (cosine 1, error 0); a non-zero row against a zero one has error ∞. No checks: the
+    losses above check their inputs, the evaluation report shows whatever the outputs are."""
     nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     both_zero = (nx == 0) & (ny == 0)
     cos = np.where(both_zero, 1.0, (x * y).sum(axis=1) / np.maximum(nx * ny, np.finfo(np.float64).tiny))

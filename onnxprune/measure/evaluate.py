@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
+from ..certify.risks import cosine_and_relative_error
 from ..io.data import Dataset
 from ..io.shapes import data_shapes, output_kind
 from ..io.infer import outputs
@@ -105,15 +106,9 @@ def closeness(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]
     outputs are identical, cosine 1 and error 0)."""
     if a.shape != b.shape or not len(a):
         return None, None
-    x = a.reshape(len(a), -1).astype(np.float64)
-    y = b.reshape(len(b), -1).astype(np.float64)
-    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
-    dot = (x * y).sum(axis=1)
-    both_zero = (nx == 0) & (ny == 0)
-    cos = np.where(both_zero, 1.0, dot / np.maximum(nx * ny, np.finfo(np.float64).tiny))
-    diff = np.linalg.norm(x - y, axis=1)
-    rel = np.where(ny > 0, diff / np.where(ny > 0, ny, 1.0), np.where(diff > 0, np.inf, 0.0))
-    return float(np.clip(cos, -1.0, 1.0).mean()), float(rel.mean())
+    cos, rel = cosine_and_relative_error(a.reshape(len(a), -1).astype(np.float64),
+                                         b.reshape(len(b), -1).astype(np.float64))
+    return float(cos.mean()), float(rel.mean())
 
 
 def accuracy_of(pred: np.ndarray, data: Dataset) -> float | None:
