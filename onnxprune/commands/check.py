@@ -12,7 +12,8 @@ from ._common import batch_option, emit_json, json_option
 @click.argument("pruned", type=click.Path(dir_okay=False))
 @click.option("--reference", required=True, type=click.Path(dir_okay=False), help="The dense model.")
 @click.option("--data", required=True, type=click.Path(),
-              help=".npz with x (and y: without labels, disagreement with the reference is checked).")
+              help=".npz with x (and y: without labels, disagreement with the reference is checked), a folder of .npz "
+                   "shards / .npy files, or an image folder.")
 @click.option("--max-drop", default=0.01, show_default=True, type=click.FloatRange(0, 1),
               help="Largest allowed accuracy drop (or disagreement rate without labels).")
 @batch_option

@@ -11,7 +11,8 @@ from ._common import (DEFAULT_GRID, delta_option, emit_json, json_option, loss_o
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: MODEL.pruned.onnx beside the input.")
 @click.option("--calib", type=click.Path(),
-              help="Calibration .npz. Default: the one calib_data/*calib*.npz that fits the model input.")
+              help="Calibration .npz (or a folder: shards, .npy, images). Default: the one calib_data/*calib*.npz "
+                   "that fits the model input.")
 @click.option("--eval", "eval_data", type=click.Path(),
               help="Evaluation .npz. Default: the one calib_data/*eval*.npz that fits; else the calibration data.")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=None,

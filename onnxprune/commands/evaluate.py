@@ -8,7 +8,9 @@ from ._common import batch_option, emit_json, json_option
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(), help=".npz with x (and y for accuracy).")
+@click.option("--data", required=True, type=click.Path(),
+              help=".npz with x (and y for accuracy), a folder of .npz shards / .npy files, or an image folder "
+                   "(class sub-folders = labels).")
 @click.option("--reference", type=click.Path(dir_okay=False), help="Dense model to measure agreement against.")
 @batch_option
 @json_option

@@ -11,7 +11,8 @@ from ._common import emit_json, json_option, pruning_options
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned .onnx path.")
 @click.option("--calib", type=click.Path(),
-              help="Calibration .npz (statistics, re-fit). Default: the one calib_data/*calib*.npz that fits.")
+              help="Calibration .npz or folder (statistics, re-fit). Default: the one calib_data/*calib*.npz that "
+                   "fits.")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Fraction of the prunable channels (or, unstructured, weights) to remove.")
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False),

@@ -9,7 +9,7 @@ from ._common import batch_option, emit_json, json_option
 @click.command("stats")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, type=click.Path(),
-              help=".npz with x (and optional y), or a folder of .npz shards / .npy files.")
+              help=".npz with x (and optional y), a folder of .npz shards / .npy files, or an image folder.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output statistics .npz.")
 @click.option("--criteria", default="fscreen", show_default=True,
               help="Comma-separated criteria to collect for: fscreen, apoz, wanda, ri, gram, all.")

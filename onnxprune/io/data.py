@@ -6,9 +6,11 @@ weights), labels integers in [0, K) where K is the class count the model's outpu
 stored dtype (uint8 images stay small) and are cast per batch. A model that fixes its batch size (batch 1 is the
 `torch.onnx.export` default) is always fed batches of exactly that size, whatever batch size a caller asks for.
 
-Besides one `.npz`, a data path may be a folder of `.npy` memmaps or of `.npz` shards (`io/shards.py`): inputs are
-then `LazyArray`s read batch by batch, so memory stays flat in the number of samples; every check below reads them
-in chunks. Labels (`y`, N integers) are always read into memory.
+Besides one `.npz`, a data path may be a folder of `.npy` memmaps or of `.npz` shards (`io/shards.py`), or a folder
+of image files with class sub-folders or a JSON preprocessing spec naming one (`io/images.py`): inputs are then
+`LazyArray`s read batch by batch, so memory stays flat in the number of samples; every check below reads them in
+chunks (decoded images are finite by construction and skip that check). Labels (`y`, N integers) are always read
+into memory.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import onnx
 
 from ..errors import OnnxPruneError
 from ..progress import say
+from .images import is_image_data, read_images
 from .runtime import InputSpec, input_specs
 from .shards import LazyArray, read_dir
 
@@ -119,10 +122,22 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise OnnxPruneError(f"{p}: not a readable .npz file ({str(e).splitlines()[0][:200]})") from None
 
 
-def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
-    """Load an .npz and check it against the model's inputs; every mismatch is a one-line error."""
-    arrays = read_npz(path)
+def load_dataset(path: str | Path, model: onnx.ModelProto, preprocess: dict | None = None) -> Dataset:
+    """Load an .npz (or a folder of shards, memmaps or images) and check it against the model's inputs; every
+    mismatch is a one-line error. `preprocess`: an image folder's spec as a dict (`io/images.py`; it overrides the
+    folder's preprocess.json key by key)."""
     specs = input_specs(model)
+    image_notes: list[str] = []
+    if preprocess is not None or is_image_data(path):
+        if not Path(path).exists():
+            raise OnnxPruneError(f"{path}: no such data file or folder")
+        if not is_image_data(path):
+            raise OnnxPruneError(f"{path}: a preprocessing spec is for image folders; this is not one")
+        arrays, image_notes = read_images(path, specs, preprocess)
+        for note in image_notes:
+            say(f"note: {note}")
+    else:
+        arrays = read_npz(path)
     inputs: dict[str, np.ndarray] = {}
     for s in specs:
         if s.name in arrays:
@@ -148,7 +163,7 @@ def load_dataset(path: str | Path, model: onnx.ModelProto) -> Dataset:
     for s in specs:
         check_finite(inputs[s.name], f"{path}: array for '{s.name}'")
     labels = arrays.get("y")
-    notes: list[str] = []
+    notes: list[str] = list(image_notes)
     if isinstance(labels, LazyArray):
         labels = labels[:]  # N integers: kept in memory
     if labels is not None:
@@ -190,6 +205,8 @@ CHUNK = 4096  # samples checked at a time (bounded extra memory)
 def check_finite(a: np.ndarray, what: str) -> None:
     """A one-line error naming the first samples holding NaN or Inf (floating arrays only)."""
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.complexfloating):
+        return
+    if getattr(a, "finite", False):  # decoded images: finite by construction (no pass over every file)
         return
     bad: list[int] = []
     total = 0

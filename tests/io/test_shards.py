@@ -2,6 +2,7 @@
 memory, and a shard that disagrees is one clear error."""
 from __future__ import annotations
 
+import pickle
 import tracemalloc
 
 import numpy as np
@@ -66,9 +67,10 @@ def test_folder_data_gives_the_same_statistics_and_evaluation(setup, kind):
         assert evaluate(m, one, batch_size=50).accuracy == evaluate(m, lazy, batch_size=50).accuracy
 
 
-def test_lazy_array_indexing_matches_numpy(setup):
-    tmp, _, x, _ = setup
-    a = read_dir(tmp / "shards")["x"]
+@pytest.mark.parametrize("compressed", [True, False])
+def test_lazy_array_indexing_matches_numpy(setup, tmp_path, compressed):
+    _, _, x, y = setup
+    a = read_dir(write_shards(tmp_path / "d", x, y, 70, compressed))["x"]
     assert a.shape == x.shape and a.dtype == x.dtype and a.ndim == 4 and len(a) == 300
     idx = np.array([299, 0, 69, 70, 140, 5, 5])
     np.testing.assert_array_equal(a[idx], x[idx])
@@ -80,6 +82,22 @@ def test_lazy_array_indexing_matches_numpy(setup):
     np.testing.assert_array_equal(sub[10:20], x[60:250:3][10:20])
     np.testing.assert_array_equal(sub.take([0, 5])[:], x[[60, 75]])
     np.testing.assert_array_equal(np.asarray(a), x)
+    for i, j in [(200, 210), (5, 8), (6, 9), (209, 211)]:  # forward, back (a compressed shard starts over), …
+        np.testing.assert_array_equal(a[i:j], x[i:j])
+    b = pickle.loads(pickle.dumps(a))  # mid-stream: pickles as names and indices
+    np.testing.assert_array_equal(b[[7, 3, 3, 250]], x[[7, 3, 3, 250]])
+
+
+def test_a_damaged_compressed_shard_is_one_error_naming_it(tmp_path):
+    x, y = data(40)
+    folder = write_shards(tmp_path / "d", x, y, 20)
+    shard = folder / "part-0001.npz"
+    raw = bytearray(shard.read_bytes())
+    mid = len(raw) // 3
+    raw[mid:mid + 200] = bytes(200)  # zeros in the middle of the deflated data
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(OnnxPruneError, match=r"part-0001\.npz: cannot read 'x' \(bad CRC-32"):
+        load_dataset(folder, convnet())  # the headers are fine; the finite-value check reads every sample
 
 
 def test_subset_and_sample_hashes_on_folder_data(setup):
@@ -115,30 +133,52 @@ def test_non_finite_value_in_a_later_shard_is_found(tmp_path):
         load_dataset(tmp_path / "d", convnet())
 
 
-def _peak(folder, m) -> int:
+def _peaks(folder, m) -> tuple[int, int]:
+    """(peak of loading with its checks + one batched pass, peak added on top of that by the sample hashes)."""
     tracemalloc.start()
     try:
         d = load_dataset(folder, m)  # includes the finite-value check over every sample
         for _ in d.batches(50):
             pass
+        first = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
         sample_hashes(d)
-        return tracemalloc.get_traced_memory()[1]
+        return first, tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
 
 
-def test_memory_is_flat_in_the_number_of_shards(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compressed", [True, False])
+def test_memory_is_flat_in_the_number_of_shards(tmp_path, monkeypatch, compressed):
     import onnxprune.io.data as io_data
 
     monkeypatch.setattr(io_data, "CHUNK", 64)  # checks read 64 samples at a time (4096 in use: tiny data fits)
     m = convnet()
     x, y = data(800)
-    small = write_shards(tmp_path / "small", x[:200], y[:200], 50)
-    big = write_shards(tmp_path / "big", x, y, 50)  # 4x the shards and samples
-    p_small, p_big = _peak(small, m), _peak(big, m)
-    # labels (8 bytes a sample) and per-sample hashes (~50 bytes) grow with N; the inputs (768 bytes a sample) do not
-    assert p_big - p_small < 150 * 600, (p_small, p_big)
-    assert p_big < 800 * 768  # less than the inputs of the big folder
+    small = write_shards(tmp_path / "small", x[:200], y[:200], 50, compressed)
+    big = write_shards(tmp_path / "big", x, y, 50, compressed)  # 4x the shards and samples
+    (pass_small, hash_small), (pass_big, hash_big) = _peaks(small, m), _peaks(big, m)
+    # the inputs are 768 bytes a sample: 600 more samples would be 460 KB. What may grow with N is the labels
+    # (8 bytes a sample) and the per-sample hashes (~70 bytes); reads are a chunk or a batch, never a shard.
+    assert pass_big - pass_small < 100 * 768, (pass_small, pass_big)
+    assert hash_big - hash_small < 600 * 70 + 64 * 768, (hash_small, hash_big)
+    assert max(pass_big, hash_big) < 800 * 768 / 2  # less than half the inputs of the big folder
+
+
+def test_a_read_touches_only_the_samples_it_asks_for(tmp_path):
+    x, y = data(1000)
+    for compressed in (True, False):
+        folder = write_shards(tmp_path / f"c{compressed}", x, y, 1000, compressed)  # one big shard
+        a = read_dir(folder)["x"]
+        tracemalloc.start()
+        try:
+            rows = a[[10, 500, 501, 999]]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(rows, x[[10, 500, 501, 999]])
+        assert peak < 1000 * 768 / 4, (compressed, peak)  # a whole shard would be 768 KB
 
 
 def test_folder_mixing_npz_and_npy_is_refused(tmp_path):
