@@ -91,12 +91,15 @@ class BlockForward:
         needed = upward(list(requests), lambda i: False) - shape_like
         done: set[int] = set()
         self.pieces: list[_Piece] = []
-        for t in requests:
+        for k, t in enumerate(requests):
             seg = upward([t], lambda i: i in done)  # carried tensors come from done nodes: the walk stops there
             done |= seg - shape_like
             rest = needed - done
             rest |= upward([x for i in rest for x in data_reads[i]], lambda i: i not in shape_like)
+            # a tensor is live while a node still to run reads it, or a later request is it: the layer fitted on a
+            # request need not lead to any later one (LR-ASPP's head reads an early feature map after the backbone)
             live = {x for i in rest for x in data_reads[i] if producer.get(x) in done}
+            live |= {x for x in requests[k + 1:] if producer.get(x) in done}
             made = [o for i in sorted(seg) for o in nodes[i].output if o]
             inputs = sorted({x for i in seg for x in data_reads[i]} - set(made))
             outputs = [o for o in made if o in live or o == t]

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from units.generate import Builder
 from units.helpers import TINY
 
 from onnxprune.io.data import Dataset
@@ -15,7 +16,9 @@ from onnxprune.io.runtime import input_specs
 from onnxprune.io.subgraph import upstream
 from onnxprune.reconstruct import blocks
 from onnxprune.reconstruct.blocks import BlockForward
+from onnxprune.select.plan import PruneSettings
 from onnxprune.stats import stream
+from onnxprune.workflows.prune import prepare
 
 
 def dataset(model: onnx.ModelProto, n: int, seed: int = 0) -> Dataset:
@@ -121,3 +124,58 @@ def test_a_tensor_without_the_sample_axis_first_falls_back_to_passes_from_the_da
     for t, chunks in zip(requests, BlockForward(model, requests).run(model, data, 2)):
         np.testing.assert_allclose(np.concatenate(list(chunks), axis=1), np.concatenate(
             [b[t] for b in stream(model, data, [t], batch_size=2)], axis=1), rtol=1e-6)
+
+
+def long_skip_model(seed: int = 0) -> tuple[onnx.ModelProto, str]:
+    """An LR-ASPP-like graph: an early feature map `low` feeds the next backbone block and, through a long skip,
+    the head's last conv (after the high-level classifier in graph order); the two classifiers' outputs are added.
+    Returns the model and `low`."""
+    b = Builder(np.random.default_rng(seed))
+    b.stem()
+    b.conv_chain()
+    low, c_low = b.x, b.c
+    b.conv_chain()
+    b.residual()
+    b.conv_chain()
+    high = b.seg_head(classes=4)
+    low_cls = b.conv(low, c_low, 4, k=1, bias=True)  # the head's long skip: read after every backbone layer
+    return b.model(b.op("Add", [high, low_cls])[0]), low
+
+
+def test_an_early_tensor_read_by_the_last_block_is_carried_past_the_pieces_in_between():
+    """The last request reads `low`, which the pieces in between neither compute nor read: it is still carried."""
+    model, low = long_skip_model()
+    requests = conv_inputs(model)
+    assert requests[-1] == low and requests.count(low) == 2
+    fwd = BlockForward(model, requests)
+    assert all(low in p.carried for p in fwd.pieces[requests.index(low):-1])
+    assert low not in fwd.pieces[-1].carried  # ... and dropped once its last reader has been served
+    data = dataset(model, 6)
+    for t, chunks in zip(requests, fwd.run(model, data, 2)):
+        np.testing.assert_allclose(np.concatenate(list(chunks)), from_data(model, data, t, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_the_block_by_block_refit_of_a_long_skip_model_equals_the_per_layer_refit(monkeypatch):
+    """The re-fit with inputs carried block to block gives the weights of the per-layer path (every layer's input
+    from a pass over the data, the fallback `run` takes when a piece cannot be carried)."""
+    model, low = long_skip_model(1)
+    data = dataset(model, 32)
+    settings = PruneSettings(batch_size=2, criterion="l1", round_to=1, allocation="uniform")
+    prep = prepare(model, data, settings)
+    fitted: list[str] = []
+    real_run = BlockForward.run
+
+    def run(self, m, d, *a, **k):
+        fitted.extend(p.tensor for p in self.pieces)
+        return real_run(self, m, d, *a, **k)
+    monkeypatch.setattr(BlockForward, "run", run)
+    carried = initializer_map(prep.build(0.5, data, reconstruct=True).model)
+    assert fitted and fitted[-1] == low  # the long-skip reader is re-fitted, last
+
+    def per_layer(self, p, *a):
+        raise blocks._NotSampleLeading(p.tensor)
+    monkeypatch.setattr(BlockForward, "_run_piece", per_layer)
+    reference = initializer_map(prep.build(0.5, data, reconstruct=True).model)
+    assert carried.keys() == reference.keys()
+    for name, w in reference.items():
+        np.testing.assert_allclose(carried[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
