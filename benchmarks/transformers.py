@@ -5,6 +5,8 @@
     # the grid (accuracy post-training / re-fit / recovery, params, MACs, 1-thread latency, onnxsim 0.8.1)
     python benchmarks/transformers.py grid --model models/vit_cifar10.onnx --heads 0,0.25,0.5 --mlp 0,0.25,0.5,0.75 \
         --recover "0.25:0.5" --recover-epochs 3 --json /tmp/vit_grid.json
+    # where the 1-thread time goes: dense vs 25 % heads + 50 % MLP vs a near-empty cut, fixed cost, ORT graphs
+    python benchmarks/transformers.py speed --heads 0.25 --mlp 0.5
     # coverage: torchvision exports (random weights), written by the torch venv (torchvision, onnxscript for dynamo)
     PYTHONPATH=. /work/tvenv/bin/python benchmarks/transformers.py export --out /tmp/tv
     python benchmarks/transformers.py coverage /tmp/tv/vit_b_16_ts.onnx /tmp/tv/swin_t_ts.onnx ...
@@ -152,6 +154,34 @@ def at_tokens(model: onnx.ModelProto, tokens: int) -> dict[str, tuple[int, ...]]
     return {k: (1, *(tokens if x is None else x for x in d[1:])) for k, d in dims.items() if d}
 
 
+def inner_errors(model: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, tensors: str) -> dict[int, float]:
+    """Pruned vs the consumer-zeroed reference on an inner tensor, the first of the comma-separated `tensors` the
+    model has (torchvision zero-initialises vit_b_16's classifier, so its output alone makes the equivalence check
+    vacuous), at batch 1, 2 and 3 (a fixed batch: that one only): max |difference| / max |reference|."""
+    from onnxprune.io.runtime import input_specs, make_session
+    from onnxprune.rewrite.channels import zero_consumers
+
+    made = {o for n in pruned.graph.node for o in n.output}
+    tensor = next((t for t in tensors.split(",") if t in made), None)
+    if tensor is None:
+        return {}
+    ref = zero_consumers(model, {g: np.asarray(k) for g, k in plan.channels.items()})
+    a, b = onnx.ModelProto(), onnx.ModelProto()
+    a.CopyFrom(pruned)
+    b.CopyFrom(ref)
+    for m in (a, b):
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    sa, sb = make_session(a, threads=1), make_session(b, threads=1)
+    (spec,) = input_specs(model)
+    out = {}
+    for n in ([spec.batch] if spec.batch else [1, 2, 3]):
+        x = {spec.name: np.random.default_rng(n).standard_normal((n, *spec.sample_shape)).astype(np.float32)}
+        ya, yb = sa.run([tensor], x)[0], sb.run([tensor], x)[0]
+        out[n] = float(np.abs(ya - yb).max() / np.abs(yb).max())
+    print(f"  {tensor}: pruned vs reference, max relative difference by batch size {out}", flush=True)
+    return out
+
+
 def coverage(args) -> None:
     rows = []
     for path in args.models:
@@ -177,6 +207,8 @@ def coverage(args) -> None:
                 c0, c1 = count(model, shapes), count(pruned, shapes)
                 row.update(valid=True, params=[c0.params, c1.params], macs=[c0.macs, c1.macs],
                            mac_reduction=c0.macs / c1.macs, groups_pruned=len(plan.channels))
+                if args.inner:
+                    row["inner_rel_err"] = inner_errors(model, pruned, plan, args.inner)
             except Exception as e:  # noqa: BLE001 - report, keep going
                 row.update(valid=False, error=f"{type(e).__name__}: {e}"[:300])
         row["seconds"] = round(time.time() - t, 1)
@@ -227,6 +259,116 @@ def head_scores(args) -> None:
             refit = STRUCTURED.reconstruct(model, pruned, plan, calib, settings)
             print(f"| {h:.0%} | {name} | {evaluate(pruned, ev).accuracy:.4f} | {evaluate(refit, ev).accuracy:.4f} |",
                   flush=True)
+
+
+def optimised_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """Op histogram of the graph onnxruntime actually runs (1 thread, ORT_ENABLE_ALL, as `compare` times it)."""
+    import tempfile
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads, so.log_severity_level = 1, 3
+        so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return dict(Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node))
+
+
+def speed(args) -> None:
+    """Where the 1-thread time goes: dense vs the uniform cut (structure only: L1 scores, no calibration — latency
+    does not depend on which channels are kept) and vs a near-empty cut (one head per block, MLP width 8), each pair
+    interleaved (`compare`); a least-squares line time = fixed + per-MAC over the three models; the op histograms
+    onnxruntime runs for dense and pruned (a rewrite that blocked a fusion would show here)."""
+    model = load_model(args.model)
+    settings = PruneSettings(criterion="l1", ratio=0.5, batch_size=128, round_to=8)
+    prep = prepare(model, None, settings)
+    cuts = {"pruned": (args.heads, args.mlp), "floor": (args.floor_heads, args.floor_mlp)}
+    models = {"dense": model, **{k: STRUCTURED.apply(model, plan_for(model, prep, h, m, settings), probe=None)
+                                 for k, (h, m) in cuts.items()}}
+    macs = {k: count(m).macs for k, m in models.items()}
+    t0 = time.process_time()
+    rows = {"dense": (1.0, None)}
+    for k in cuts:
+        c = [compare(model, models[k], threads="1", runs=args.runs, seconds=args.seconds) for _ in range(args.repeat)]
+        rows[k] = (float(np.median([x.speedup for x in c])), c)
+    cpu = time.process_time() - t0
+    import os
+
+    print(f"1 thread, batch 1, interleaved pairs (median of per-pair ratios), {args.repeat} × ≥{args.runs} pairs; "
+          f"{cpu:.1f} CPU-s, load {os.getloadavg()[0]:.2f}")
+    print("| model | heads / MLP removed | MACs | MAC reduction | speed-up | speed-up / MAC reduction | p50 ms |")
+    print("|---|---|---|---|---|---|---|")
+    p50 = {"dense": float(np.median([x.a.p50_ms for x in rows["pruned"][1]]))}
+    for k in cuts:
+        p50[k] = float(np.median([x.b.p50_ms for x in rows[k][1]]))
+    for k in models:
+        red = macs["dense"] / macs[k]
+        hm = "0 % / 0 %" if k == "dense" else f"{cuts[k][0]:.0%} / {cuts[k][1]:.0%}"
+        print(f"| {k} | {hm} | {macs[k]:,} | {red:.2f}× | {rows[k][0]:.3f}× | {rows[k][0] / red:.3f} | "
+              f"{p50[k]:.4f} |")
+    t = np.array([p50["dense"] / rows[k][0] for k in models])  # each model's time in units of the dense p50
+    b, a = np.polyfit([macs[k] for k in models], t, 1)
+    print(f"fit: time = {a * 1e3:.1f} µs + {b * 1e9:.2f} µs per M MACs (dense p50 {p50['dense'] * 1e3:.1f} µs): "
+          f"fixed share of the dense time {a / p50['dense']:.1%}")
+    red = macs["dense"] / macs["pruned"]
+    need = (1 / (0.8 * red) - 1 / red) / (1 - 1 / red)
+    print(f"0.8 × the MAC reduction ({0.8 * red:.3f}×) needs a fixed share ≤ {need:.1%} if the rest scaled with MACs")
+    hd, hp = optimised_ops(model), optimised_ops(models["pruned"])
+    diff = [f"{o} {hd.get(o, 0)} → {hp.get(o, 0)}" for o in sorted(set(hd) | set(hp)) if hd.get(o, 0) != hp.get(o, 0)]
+    print(f"onnxruntime-optimised graphs: dense {sum(hd.values())} nodes, pruned {sum(hp.values())} nodes; "
+          f"op counts that differ: {', '.join(diff) or 'none'}")
+    if args.profile:
+        profile(models, args.profile)
+
+
+def profile(models: dict[str, onnx.ModelProto], runs: int) -> None:
+    """onnxruntime's profiler on the models run in turn (1 thread, sequential, ORT_ENABLE_ALL, batch 1): per op type
+    the sum over its nodes of each node's median kernel time (medians: robust to a loaded machine). The profiler
+    adds µs-scale overhead to every node, so absolute times run high; read the shares and the dense → pruned ratios."""
+    import json as _json
+    import os
+    import tempfile
+    from collections import defaultdict
+
+    import onnxruntime as ort
+
+    from onnxprune.measure.bench import random_feed
+
+    feed = random_feed(next(iter(models.values())))
+    with tempfile.TemporaryDirectory() as d:
+        sessions = {}
+        for k, m in models.items():
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = 1, 1, 3
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.enable_profiling, so.profile_file_prefix = True, os.path.join(d, k)
+            sessions[k] = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            for sess in sessions.values():
+                sess.run(None, feed)
+        by_op: dict[str, dict[str, float]] = {}
+        for k, sess in sessions.items():
+            node, op = defaultdict(list), {}
+            for e in _json.load(open(sess.end_profiling())):
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    node[e["name"]].append(e["dur"])
+                    op[e["name"]] = e["args"]["op_name"]
+            by_op[k] = defaultdict(float)
+            for n, durs in node.items():
+                by_op[k][op[n]] += float(np.median(durs))
+    names = list(models)
+    total = {k: sum(by_op[k].values()) for k in names}
+    print(f"onnxruntime profile, {runs} runs each, sum of per-node median kernel µs per op type:")
+    print("| op | " + " | ".join(names) + " | share (" + names[0] + ") |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for o in sorted(set().union(*by_op.values()), key=lambda o: -by_op[names[0]].get(o, 0)):
+        print(f"| {o} | " + " | ".join(f"{by_op[k].get(o, 0):.0f}" for k in names) +
+              f" | {by_op[names[0]].get(o, 0) / total[names[0]]:.1%} |")
+    print("| total | " + " | ".join(f"{total[k]:.0f}" for k in names) + " | |")
 
 
 TV_MODELS = ("convnext_tiny", "swin_t", "vit_b_16")
@@ -281,11 +423,23 @@ def main() -> None:
     c.add_argument("models", nargs="+")
     c.add_argument("--tokens", type=int, default=32, help="sequence length for counting MACs of dynamic-length models")
     c.add_argument("--json")
+    c.add_argument("--inner", help="also compare pruned vs reference on an inner tensor at batch 1, 2, 3 (the first "
+                   "of these comma-separated names the model has)")
     h = sub.add_parser("heads")
     h.add_argument("--model", default=str(REPO / "models" / "vit_cifar10.onnx"))
     h.add_argument("--calib", default=str(REPO / "calib_data" / "cifar10_calib.npz"))
     h.add_argument("--eval", default=str(REPO / "calib_data" / "cifar10_eval.npz"))
     h.add_argument("--heads", default="0.25,0.5")
+    sp = sub.add_parser("speed")
+    sp.add_argument("--model", default=str(REPO / "models" / "vit_cifar10.onnx"))
+    sp.add_argument("--heads", type=float, default=0.25)
+    sp.add_argument("--mlp", type=float, default=0.5)
+    sp.add_argument("--floor-heads", type=float, default=0.75, help="the near-empty cut (default: 1 head of 4)")
+    sp.add_argument("--floor-mlp", type=float, default=0.97, help="the near-empty cut (default: MLP width 8)")
+    sp.add_argument("--runs", type=int, default=2000)
+    sp.add_argument("--seconds", type=float, default=10.0)
+    sp.add_argument("--repeat", type=int, default=3)
+    sp.add_argument("--profile", type=int, default=0, help="also profile N runs of each model with onnxruntime")
     e = sub.add_parser("export")
     e.add_argument("--out", required=True)
     e.add_argument("--models", default=",".join(TV_MODELS))
@@ -293,7 +447,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    {"grid": grid, "coverage": coverage, "export": export, "heads": head_scores}[args.cmd](args)
+    {"grid": grid, "coverage": coverage, "export": export, "heads": head_scores, "speed": speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

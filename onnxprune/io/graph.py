@@ -120,7 +120,7 @@ def constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     """Replace (or add) an initializer, keeping its position so output bytes stay deterministic."""
-    new = numpy_helper.from_array(np.ascontiguousarray(value), name)
+    new = numpy_helper.from_array(np.asarray(value, order="C"), name)  # (ascontiguousarray makes scalars 1-D)
     for i, t in enumerate(model.graph.initializer):
         if t.name == name:
             model.graph.initializer[i].CopyFrom(new)

@@ -136,6 +136,20 @@ def runtime_types(model: onnx.ModelProto, tensors: list[str], inputs: Mapping[st
             return {}
         rng = np.random.default_rng(SEED)
         feed = {s.name: _random(rng, inputs[s.name], s.dtype) for s in specs}
+    out = {}
+    for t, v in runtime_values(model, tensors, feed).items():
+        if isinstance(v, np.ndarray):
+            try:
+                elem = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
+            except (KeyError, TypeError, ValueError):
+                continue
+            out[t] = (tuple(int(d) for d in v.shape), elem)
+    return out
+
+
+def runtime_values(model: onnx.ModelProto, tensors: list[str], feed: Mapping[str, np.ndarray]) -> dict[str, object]:
+    """The values of `tensors` from one onnxruntime run on `feed` (optimisations off, every tensor fetched); {} when
+    the model cannot run."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.value_info[:]
@@ -145,18 +159,10 @@ def runtime_types(model: onnx.ModelProto, tensors: list[str], inputs: Mapping[st
         sess = make_session(m, threads=1, optimize="disable")
         names = [o.name for o in sess.get_outputs()]
         values = sess.run(names, dict(feed))
-    except Exception:  # noqa: BLE001 - best effort: shapes then stay as inferred (more conservative, never wrong)
+    except Exception:  # noqa: BLE001 - best effort: callers then stay conservative
         return {}
     wanted = set(tensors)
-    out = {}
-    for t, v in zip(names, values):
-        if t in wanted and isinstance(v, np.ndarray):
-            try:
-                elem = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
-            except (KeyError, TypeError, ValueError):
-                continue
-            out[t] = (tuple(int(d) for d in v.shape), elem)
-    return out
+    return {t: v for t, v in zip(names, values) if t in wanted}
 
 
 def _inferred(model: onnx.ModelProto, inputs: Mapping[str, Shape]) -> dict[str, tuple[int | str | None, ...]]:

@@ -157,6 +157,20 @@ class Tracer:
                         self._consumers.setdefault(i, []).append(n)
         return self._consumers.get(t, [])
 
+    def input_shapes(self, batch: int) -> dict[str, tuple[int, ...]] | None:
+        """Concrete shapes of every input with a dynamic batch of `batch` (sequence lengths TOKENS, as in the shape
+        run), or None when no input has a dynamic batch or some shape is still unknown (transformer hook: which
+        shape values follow the batch)."""
+        from ..io.shapes import concrete_inputs, declared
+
+        dims = declared(self.model)
+        if not any(d and d[0] is None for d in dims.values()):
+            return None
+        pinned = {**concrete_inputs(self.model, strict=False), **_token_lengths(self.model)}
+        if set(pinned) != set(dims):
+            return None
+        return {k: ((batch, *v[1:]) if dims[k] and dims[k][0] is None else tuple(v)) for k, v in pinned.items()}
+
     def claim(self, nodes: list[str]) -> None:
         """A rule traced these later nodes with its own (a pattern): the walk skips them."""
         self.claimed.update(nodes)

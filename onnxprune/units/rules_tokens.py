@@ -16,22 +16,26 @@ What is followed
                       tensor, q·kᵀ and attn·v couple q, k and v head by head (MatMul of two feature tensors whose
                       channels sit on a batch axis), Softmax over keys passes, the merge Reshape [.., H, dh] →
                       [.., H·dh] turns heads back into dh-feature blocks read by the output projection (consumer).
-                      The Reshape targets holding H (or H·dh) are rewritten (`fix_reshape`), also when the target is a
-                      Concat of constant pieces (HF-style `x.size()[:-1] + (H, dh)`; a Concat several Reshapes share,
-                      as dynamo exports, is copied per Reshape).
+                      The Reshape targets holding H (or H·dh) are rewritten (`fix_token_reshape`), also when the
+                      target is a Concat (nested ones followed) of constant pieces (HF-style `x.size()[:-1] + (H, dh)`;
+                      a Concat several Reshapes share, as dynamo exports, is copied per Reshape) or of values computed
+                      from Shape at run time: the entry on the channel axis must then be the channel count at batch 1
+                      and 2 (replaced by the kept count) or batch × the count through `Mul(B, H)` (that Mul, copied,
+                      multiplies by the kept count) — told apart by one onnxruntime run at batch 2 (`_at_batch_2`).
   Hugging Face        dynamic sequence length (shapes taken at TOKENS tokens, `groups._token_lengths`), embedding
                       Gathers as sources; GPT-2's Conv1D: tokens flattened into rows [B·T, F] → Gemm → rows back, its
                       `x.view(-1, x.size(-1))` target read from the tensor's own Shape, q / k / v `Split` out of one
                       projection, the causal mask's `Where`.
   nn.MultiheadAttention  packed in-projection unflattened to [T, B, 3, E], picked apart by Gather, heads as
-                      [T, B·H, dh] — followed when the batch is fixed (dynamo's static export: B·H is H).
+                      [T, B·H, dh]: with a fixed batch (dynamo's static export) B·H is H; with a dynamic batch
+                      (TorchScript) the targets compute B·H = Mul(B, H) and E from Shape, rewritten as above.
   channel-last MLPs   ConvNeXt: Transpose [N, C, H, W] → [N, H, W, C] moves the channel axis to 3, LayerNorm, Linear →
                       GELU → Linear, Transpose back (axis 1 again), layer scale Mul, residual Add.
   residual stream     LayerNormalization over the feature axis is a hard stop: it reads every feature (mean and
                       variance), so removing one changes all others; its output is a fresh unprunable space.
-Refused with a reason: heads merged with a dynamic batch axis ([B·H, T, dh], torch.nn.MultiheadAttention's
-TorchScript form: its targets compute B·H and dh from Shape at run time), an attention bias computed at run time per
-head (Swin's relative position bias), slicing the feature axis.
+Refused with a reason: heads merged with a dynamic batch axis where the target's head entry is not Mul(B, H) (or the
+model cannot run at batch 2 to tell), an attention bias computed at run time per head (Swin's relative position
+bias), slicing the feature axis.
 """
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ import onnx
 
 from ..io.graph import attr
 from .layout import Layout, Seg, flatten, positions, sub, width
-from .rules import FixContext, OpRule, TraceContext, Unsupported, _axis, _bias, fix_reshape, pass_through
+from .rules import (FixContext, OpRule, TraceContext, Unsupported, _axis, _bias, _maybe_const, fix_reshape,
+                    pass_through)
 
 
 class TokenTraceContext(TraceContext, Protocol):
@@ -190,7 +195,7 @@ def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int,
         if so[-1] == features:  # the tokens regrouped, the features kept last
             t = n.output[0]
             continue
-        tail = _head_tail(ctx, si, so, features)
+        tail = _head_tail(ctx, si, so, features, n)
         if tail is None:
             return None
         if len(tail) == 2:
@@ -199,11 +204,13 @@ def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int,
     return None
 
 
-def _head_tail(ctx: TokenTraceContext, si: list, so: list, features: int) -> list | None:
+def _head_tail(ctx: TokenTraceContext, si: list, so: list, features: int, node: onnx.NodeProto | None = None
+               ) -> list | None:
     """The trailing [H, dh] or [P, H, dh] of `so` that the last axis of `si` (`features` wide) is split into, the
     leading axes unchanged. With a fixed batch, axes of size 1 may come or go (nn.MultiheadAttention's
-    [T, 1, E] → [T, H, dh] at batch 1); with a dynamic batch they may not: the shapes seen here are at batch 1, where
-    [T, B, E] → [T, B·H, dh] looks the same."""
+    [T, 1, E] → [T, H, dh] at batch 1); with a dynamic batch they may not — the shapes seen here are at batch 1, where
+    [T, B, E] → [T, B·H, dh] looks the same — unless the Reshape `node`'s target computes that head entry as
+    batch × H (nn.MultiheadAttention's TorchScript form; `_target_entry`)."""
     drop = _fixed_batch(ctx)
     for k in (2, 3):
         if len(so) < k or _prod(so[-k:]) != features or so[-1] < 2 or so[-2] < 2:
@@ -211,8 +218,12 @@ def _head_tail(ctx: TokenTraceContext, si: list, so: list, features: int) -> lis
         lead_i, lead_o = list(si[1:-1]), list(so[1:len(so) - k])
         if drop:
             lead_i, lead_o = [d for d in lead_i if d != 1], [d for d in lead_o if d != 1]
-        if lead_i == lead_o and (drop or si[0] == so[0] or not isinstance(si[0], int) or not isinstance(so[0], int)):
+        first = drop or si[0] == so[0] or not isinstance(si[0], int) or not isinstance(so[0], int)
+        if lead_i == lead_o and first:
             return list(so[-k:])
+        if (first and node is not None and lead_i == lead_o + [1]
+                and _target_entry(ctx, node, len(so) - k, so[-k])[0] == "batch"):
+            return list(so[-k:])  # [.., B, H·dh] → [.., B·H, dh]: the batch is the outer factor of the head axis
     return None
 
 
@@ -397,7 +408,7 @@ def reshape(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRul
             raise first
         raise Unsupported(f"reshapes the channel axis {a} ({_shape(si)} → {_shape(so)}): merges it with another "
                           "axis (e.g. heads with the batch axis, [B·H, T, dh])")
-    _attach_target(ctx, node, new[0], name)
+    _attach_target(ctx, node, new[0], name, new[1])
     _put(ctx, out, new[0], new[1])
 
 
@@ -405,18 +416,125 @@ def _shape(s: list) -> str:
     return "[" + ", ".join("N" if i == 0 else str(d) for i, d in enumerate(s)) + "]"
 
 
-def _attach_target(ctx: TokenTraceContext, node: onnx.NodeProto, layout: Layout, name: str) -> None:
+def _attach_target(ctx: TokenTraceContext, node: onnx.NodeProto, layout: Layout, name: str, axis: object) -> None:
+    """The target entry on the output's channel axis must be one `fix_token_reshape` can rewrite: a constant, or a
+    value computed at run time that is the channel count whatever the batch (replaced by the kept count) or batch ×
+    the channel count through a `Mul` by a constant (that constant rewritten). Other entries are left as they are:
+    they do not hold the channel count (a Shape read of a pruned tensor's channel axis is refused by `shape_`)."""
     t = node.input[1]
     if ctx.const(t) is None:
-        prod = _producers(ctx).get(t)
-        if prod is None or prod.op_type != "Concat" or any(
-                ctx.const(i) is None and ctx.shape(i) != [1] for i in prod.input):
-            raise Unsupported("target shape is computed at run time and may hold the channel count")
+        pos = axis.ch if isinstance(axis, Parts) else axis
+        kind, why = _target_entry(ctx, node, pos, ctx.shape(node.output[0])[pos])
+        if kind is None:
+            raise Unsupported(f"target shape is computed at run time and may hold the channel count ({why})")
+        _KINDS.setdefault(ctx, {})[node.name] = kind
     ctx.attach(t, 0, layout, "shape", name)
 
 
+_ENTRY_OPS = ("Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape")  # carry one shape value along unchanged
+_BATCH2: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tracer → {Reshape name: how its entry is made}
+
+
+def _entry_path(ctx: TokenTraceContext, target: str, pos: int) -> tuple[str, int] | None:
+    """Where entry `pos` of a Reshape target lives, through (nested) Concats: the tensor holding it (a constant or a
+    computed piece) and the index there; None when a piece's length is unknown."""
+    t = target
+    while _maybe_const(ctx, t) is None:
+        n = ctx.producer(t)
+        if n is None or n.op_type != "Concat":
+            break
+        off = 0
+        for piece in n.input:
+            v = _maybe_const(ctx, piece)
+            size = v.size if v is not None else (ctx.shape(piece) or [None])[0]
+            if not isinstance(size, int):
+                return None
+            if off <= pos < off + size:
+                t, pos = piece, pos - off
+                break
+            off += size
+        else:
+            return None
+    return t, pos
+
+
+def _scale_chain(ctx: TokenTraceContext | TokenFixContext, t: str, count: int) -> list[onnx.NodeProto] | None:
+    """The nodes computing the 1-element t as `Mul(x, count)` (count a constant; x computed), through Unsqueeze /
+    Squeeze / Cast / Identity / Reshape: [t's producer, …, the Mul]; None otherwise."""
+    chain = []
+    for _ in range(6):
+        n = ctx.producer(t)
+        if n is None:
+            return None
+        chain.append(n)
+        if n.op_type == "Mul" and len(n.input) == 2:
+            vals = [_maybe_const(ctx, i) for i in n.input]
+            ok = [v is not None and v.size == 1 and int(v.reshape(-1)[0]) == count for v in vals]
+            return chain if sum(ok) == 1 and sum(v is None for v in vals) == 1 else None
+        if n.op_type not in _ENTRY_OPS:
+            return None
+        t = n.input[0]
+    return None
+
+
+def _at_batch_2(ctx: TokenTraceContext, t: str) -> np.ndarray | None:
+    """The value of t, a computed piece of a Reshape target, when the batch is 2: one onnxruntime run for every such
+    piece of the model, made the first time one is asked for; None with a fixed batch or when the run fails."""
+    values = _BATCH2.get(ctx)
+    if values is None:
+        values = {}
+        shapes = ctx.input_shapes(2) if hasattr(ctx, "input_shapes") else None
+        if shapes is not None:
+            from ..io.runtime import input_specs
+            from ..io.shapes import runtime_values
+
+            pieces: dict[str, None] = {}
+            for n in ctx.model.graph.node:
+                todo = [n.input[1]] if n.op_type == "Reshape" and len(n.input) > 1 else []
+                while todo:
+                    u = todo.pop()
+                    if u and ctx.const(u) is None and u not in pieces:
+                        pieces[u] = None
+                        p = ctx.producer(u)
+                        todo.extend(p.input if p is not None and p.op_type == "Concat" else [])
+            rng = np.random.default_rng(0)
+            feed = {s.name: (rng.standard_normal(shapes[s.name]).astype(s.dtype)
+                             if np.issubdtype(np.dtype(s.dtype), np.floating) else np.zeros(shapes[s.name], s.dtype))
+                    for s in input_specs(ctx.model)}
+            values = {k: np.asarray(v).reshape(-1) for k, v in runtime_values(ctx.model, list(pieces), feed).items()}
+        _BATCH2[ctx] = values
+    return values.get(t)
+
+
+def _target_entry(ctx: TokenTraceContext, node: onnx.NodeProto, pos: int, count: object
+                  ) -> tuple[str | None, str]:
+    """How entry `pos` of Reshape `node`'s target (`count` at the traced batch-1 shapes) is made: "const" (a
+    constant), "fixed" (a 1-element value computed at run time that stays `count` at batch 2, or the batch is fixed),
+    "batch" (count × the batch: `Mul(B, count)`, nn.MultiheadAttention's [T, B·H, dh]); (None, why) otherwise."""
+    found = _entry_path(ctx, node.input[1], pos) if isinstance(count, int) else None
+    if found is None:
+        return None, "its pieces' lengths are unknown"
+    t = found[0]
+    if ctx.const(t) is not None:
+        return "const", ""
+    if (ctx.shape(t) or [None])[0] != 1:
+        return None, f"entry {pos} is part of the computed '{t}'"
+    if _fixed_batch(ctx):
+        return "fixed", ""
+    v2 = _at_batch_2(ctx, t)
+    if v2 is None or v2.size != 1:
+        return None, f"entry {pos} could not be evaluated at batch 2"
+    if int(v2[0]) == count:
+        return "fixed", ""
+    if int(v2[0]) == 2 * count and _scale_chain(ctx, t, count) is not None:
+        return "batch", ""
+    return None, f"entry {pos} is {int(v2[0])} at batch 2 and {count} at batch 1, not batch × a constant {count}"
+
+
 def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
-    """The target entry on the output's channel axis := kept count (Parts: per part); constant or Concat pieces."""
+    """The target entry on the output's channel axis := kept count (Parts: per part): a constant, a Concat piece
+    (nested Concats followed; shared ones copied first), or `Mul(B, H)` → `Mul(B, kept)` for batch-merged heads."""
     out = node.output[0]
     a = fx.axis(out)
     if a == 1 and fx.axis(node.input[0]) == 1:
@@ -428,55 +546,85 @@ def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
             return fix_reshape(fx, node)
     kept = int(fx.kept(out).sum())
     pos, value = (a.ch, kept // a.n) if isinstance(a, Parts) else (a, kept)
-    t = node.input[1]
-    try:
-        v = fx.const(t)
-    except KeyError:
-        v = None
-    if v is not None:
-        if v[pos] > 0:
-            v = v.copy()
-            v[pos] = value
-            fx.set_input(node, 1, v)
-        return
-    cat = _own_target(fx, node)
-    off = 0
-    for i, piece in enumerate(cat.input):
-        try:
-            pv = fx.const(piece)
-        except KeyError:
-            pv = None  # computed at run time: a 1-element piece (Unsqueeze of a Shape entry)
-        n = 1 if pv is None else pv.size
-        if off <= pos < off + n:
-            if pv is None:  # e.g. Swin's C read from the stream's Shape: the kept width is a constant now
-                fx.set_input(cat, i, np.array([value], np.int64), new_name=f"{cat.name}__kept")
-            elif pv.reshape(-1)[pos - off] > 0:
-                pv = pv.reshape(-1).copy()
-                pv[pos - off] = value
-                fx.set_input(cat, i, pv.reshape(fx.const(piece).shape))
+    holder, k, p = node, 1, pos  # the node reading the tensor that holds the entry, which input, which index
+    while True:
+        t = holder.input[k]
+        v = _maybe_const(fx, t)
+        if v is not None:
+            if v.reshape(-1)[p] > 0:
+                flat = v.reshape(-1).copy()
+                flat[p] = value
+                fx.set_input(holder, k, flat.reshape(v.shape))
             return
-        off += n
+        src = fx.producer(t)
+        if src is None or src.op_type != "Concat":
+            break
+        holder = _own_input(fx, holder, k)
+        off = 0
+        for k, piece in enumerate(holder.input):
+            pv = _maybe_const(fx, piece)
+            size = pv.size if pv is not None else fx.shape(piece)[0]
+            if off <= p < off + size:
+                break
+            off += size
+        p -= off
+    tracer = getattr(fx, "tracer", None)
+    kind = _KINDS.get(tracer, {}).get(node.name) if tracer is not None else None
+    if kind == "batch":  # Mul(B, H) → Mul(B, kept) on a private copy of the chain
+        _scaled_copy(fx, holder, k, int(fx.shape(out)[pos]), value)
+    elif kind == "fixed":  # e.g. Swin's C or nn.MultiheadAttention's E read from a Shape: the kept width is a constant
+        fx.set_input(holder, k, np.array([value], np.int64), new_name=f"{holder.name}__kept")
+    else:
+        raise Unsupported(f"node '{node.name}': no rewrite known for its computed target entry")
 
 
-def _own_target(fx: TokenFixContext, node: onnx.NodeProto) -> onnx.NodeProto:
-    """The Concat computing node's target, copied for this Reshape when other nodes read it too (the dynamo
-    exporter shares one shape computation between the blocks, whose kept counts differ)."""
-    t = node.input[1]
-    cat = fx.producer(t)
-    if fx.uses.get(t, 0) <= 1:
-        return cat
-    own = onnx.NodeProto()
-    own.CopyFrom(cat)
-    own.name, own.output[0] = f"{cat.name}__{node.name}", f"{t}__{node.name}"
+def _scaled_copy(fx: TokenFixContext, holder: onnx.NodeProto, k: int, count: int, value: int) -> None:
+    """Input k of `holder` is `Mul(x, count)` through a chain of Unsqueeze / Cast / …: it reads a copy of that chain
+    whose Mul multiplies by `value` instead (the original chain may feed other targets)."""
+    chain = _scale_chain(fx, holder.input[k], count)
     nodes = fx.model.graph.node
-    k = list(nodes).index(cat) + 1
-    nodes.insert(k, own)
-    own = nodes[k]  # the graph holds a copy
-    node.input[1] = own.output[0]
+    at = list(nodes).index(holder)
+    below = holder.input[k]
+    copies = []
+    for n in chain:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name, c.output[0] = f"{n.name}__{holder.name}", f"{n.output[0]}__{holder.name}"
+        copies.append(c)
+    for c, nxt in zip(copies, copies[1:]):
+        c.input[0] = nxt.output[0]
+    for c in copies:  # each inserted before the one it reads: the Mul ends up first, at `at`
+        nodes.insert(at, c)
+    fx.uses[below] -= 1
+    holder.input[k] = copies[0].output[0]
+    for c in copies:
+        for u in c.input:
+            fx.uses[u] = fx.uses.get(u, 0) + 1
+    mul = nodes[at]  # the graph holds copies: the Mul, inserted last, sits at `at`
+    ci = next(j for j, u in enumerate(mul.input) if _maybe_const(fx, u) is not None)
+    old = _maybe_const(fx, mul.input[ci])
+    fx.set_input(mul, ci, np.full(old.shape, value, old.dtype), new_name=f"{mul.name}__kept")
+
+
+def _own_input(fx: TokenFixContext, node: onnx.NodeProto, k: int) -> onnx.NodeProto:
+    """The node computing input k of `node`, copied for `node` when other nodes read its output too (the dynamo
+    exporter shares one shape computation between the blocks, whose kept counts differ)."""
+    t = node.input[k]
+    src = fx.producer(t)
+    if fx.uses.get(t, 0) <= 1:
+        return src
+    own = onnx.NodeProto()
+    own.CopyFrom(src)
+    own.name, own.output[0] = f"{src.name}__{node.name}", f"{t}__{node.name}"
+    nodes = fx.model.graph.node
+    j = list(nodes).index(src) + 1
+    nodes.insert(j, own)
+    own = nodes[j]  # the graph holds a copy
+    node.input[k] = own.output[0]
     fx.uses[t] -= 1
     fx.uses[own.output[0]] = 1
     for piece in own.input:
-        fx.uses[piece] += 1
+        fx.uses[piece] = fx.uses.get(piece, 0) + 1
     return own
 
 

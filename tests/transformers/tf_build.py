@@ -74,7 +74,7 @@ class PackedAttention(nn.Module):
 
 class MHAttention(nn.Module):
     """torchvision's ViT: nn.MultiheadAttention (batch_first): packed in-projection unflattened to [T, B, 3, E], heads
-    as [T, B·H, dh] — followed only with a fixed batch (dynamo's static export), where B·H is H."""
+    as [T, B·H, dh] — B·H is H with a fixed batch (dynamo's static export), Mul(B, H) at run time in TorchScript."""
 
     def __init__(self, dim: int, heads: int, tokens: int) -> None:
         super().__init__()
