@@ -67,13 +67,18 @@ def recovery_row(pruned: str | Path | onnx.ModelProto, dense: str | Path | onnx.
 
 ROWS = [  # (pruned model made by the prune command below, data, eval data, recover keywords)
     ("r20_50", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz", dict(epochs=22, lr=0.03, batch_size=64)),
+    ("r20_50_fp32", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz",  # without bf16 autocast (AMX)
+     dict(epochs=22, lr=0.03, batch_size=64, precision="fp32")),
     ("r20_60", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz", dict(epochs=30, lr=0.03, batch_size=64)),
+    ("r20_60_35", "calib_data/cifar10_calib.npz", "calib_data/cifar10_eval.npz", dict(epochs=35, lr=0.03, batch_size=64)),
     ("l300_95", "calib_data/mnist_calib.npz", "calib_data/mnist_eval.npz", dict(epochs=20, lr=0.1)),
     ("l300_97", "calib_data/mnist_calib.npz", "calib_data/mnist_eval.npz", dict(epochs=40, lr=0.1)),
 ]
 PRUNE = {  # the pruned inputs, made with the CLI (re-fit on the calibration data, as by default)
     "r20_50": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.5 --alpha 0.4 --calib calib_data/cifar10_calib.npz -o {out}",
+    "r20_50_fp32": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.5 --alpha 0.4 --calib calib_data/cifar10_calib.npz -o {out}",
     "r20_60": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.6 --alpha 0.2 --calib calib_data/cifar10_calib.npz -o {out}",
+    "r20_60_35": "onnxprune prune models/resnet20_cifar10.onnx --ratio 0.6 --alpha 0.2 --calib calib_data/cifar10_calib.npz -o {out}",
     "l300_95": "onnxprune prune models/lenet300_mnist.onnx --mode unstructured --criterion magnitude --ratio 0.95 --calib calib_data/mnist_calib.npz -o {out}",
     "l300_97": "onnxprune prune models/lenet300_mnist.onnx --mode unstructured --criterion magnitude --ratio 0.97 --calib calib_data/mnist_calib.npz -o {out}",
 }
@@ -88,6 +93,10 @@ COMPRESS = {
     "r20_50_uniform": "--ratio 0.5 --allocation uniform --recover-epochs 22",
     "r20_60_oneshot": "--ratio 0.6 --recover-epochs 22",
     "r20_60_iterative": "--ratio 0.6 --schedule iterative --recover-epochs 22",
+    # the epochs that fit ~300 CPU-s of recovery with bf16 autocast (AMX CPUs; docs/BENCHMARKS.md, Recovery I)
+    "r20_50_28": "--ratio 0.5 --recover-epochs 28",
+    "r20_50_30": "--ratio 0.5 --recover-epochs 30",
+    "r20_50_iterative_24": "--ratio 0.5 --schedule iterative --recover-epochs 24",
 }
 COMPRESS_CMD = ("onnxprune compress models/resnet20_cifar10.onnx {args} --calib calib_data/cifar10_calib.npz "
                 "--eval calib_data/cifar10_eval.npz --no-bench --json -o {out}")

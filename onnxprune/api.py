@@ -102,7 +102,7 @@ def compress(model: str | Path, *, ratio: float | None = None, tolerance: float 
              stats: str | Path | Stats | None = None, recover: int | None = None,
              recover_data: str | Path | None = None, settings: PruneSettings | None = None, loss: str = "auto",
              loss_tau: float | None = None, schedule: Literal["oneshot", "iterative"] | None = None,
-             ray: str | None = None) -> CompressResult:
+             ray: str | None = None, activation_l1: float | None = None) -> CompressResult:
     """Prune, write, evaluate, benchmark: the whole product in one call (`onnxprune compress`).
 
     model: an .onnx path; the pruned model goes to `output` (default MODEL.pruned.onnx; never over the input).
@@ -123,6 +123,9 @@ def compress(model: str | Path, *, ratio: float | None = None, tolerance: float 
         (default: the calibration data); with `tolerance`, every candidate is recovered before it is certified.
     schedule: "iterative" prunes in `settings.prune_steps` annealed steps while recovering (paper 001 Alg. 1-2;
         needs `recover` epochs), "oneshot" (default) prunes once, re-fits, then recovers.
+    activation_l1: λ of paper 003's pruning-aware training: the recovery loss gets + λ·mean|a| over the outputs of
+        the prunable neurons / channels (needs `recover` epochs; with the iterative schedule it shapes what the later
+        steps prune). 0 / None: off.
     ray: "auto" / "local" / a cluster address: the statistics pass and, with `tolerance`, every candidate's
         evaluation on the certification split run as Ray tasks over sample ranges (the same results).
     Returns a `CompressResult`: `.summary()` for a few lines, `.to_dict()` for everything, `.rows()` for the table.
@@ -135,7 +138,7 @@ def compress(model: str | Path, *, ratio: float | None = None, tolerance: float 
         ray_module()  # a clear error before any work when Ray is not installed
 
     s = _settings(settings, ratio=ratio, mode=mode, criterion=criterion, alpha=alpha, reconstruct=reconstruct,
-                  protect=protect, recover_epochs=recover, schedule=schedule)
+                  protect=protect, recover_epochs=recover, schedule=schedule, activation_l1=activation_l1)
     return _compress(model, output=output, calib=calib, eval_data=eval_data, settings=s, tolerance=tolerance,
                      delta=delta, grid=grid, fold_bn=fold_bn, quantize=quantize, ort_format=ort_format, bench=bench,
                      bench_runs=bench_runs, sweep=sweep, target_macs=target_macs, target_speedup=target_speedup,
@@ -210,19 +213,26 @@ def prune(model: str | Path | onnx.ModelProto, output: str | Path, *, ratio: flo
 
 def recover(pruned: ModelLike, reference: ModelLike, data: str | Path | Dataset, output: str | Path, *,
             epochs: int = 10, seconds: float | None = None, labels: bool = False, augment: bool | None = None,
-            seed: int = 0, batch_size: int = 64) -> RecoverResult:
+            seed: int = 0, batch_size: int = 64, activation_l1: float = 0.0, workers: int = 1) -> RecoverResult:
     """Recover accuracy (`onnxprune recover`): train `pruned`'s initializers in PyTorch to agree with `reference`
     (the dense model) on `data` — label-free distillation, plus cross-entropy with `labels` — and write the same
     graph with the trained values to `output` (unstructured zeros stay zero; BatchNorm statistics re-estimated).
-    Deterministic for a seed and thread count. Needs the torch extra."""
+    `activation_l1` > 0 adds paper 003's pruning-aware L1 penalty λ·mean|a| on the prunable neurons' outputs (with
+    `reference` = `pruned` = the dense model: train it to be pruned, then prune). Deterministic for a seed and
+    thread count. `workers` > 1: data-parallel (DDP) on that many local processes, the same training step for step
+    up to float rounding; inside a torchrun / Ray Train process group every process trains its share and only
+    rank 0 writes (docs/ARCHITECTURE.md, "Recovery on several processes"). Needs the torch extra."""
     from .io.model import save_model
     from .workflows.recover import RecoverResult, recover_model
 
     m, ref = as_model(pruned), as_model(reference)
     model, report = recover_model(m, ref, as_dataset(data, m), epochs=epochs, seconds=seconds, labels=labels,
-                                  augment=augment, seed=seed, batch_size=batch_size)
-    save_model(model, output, inputs=tuple(x for x in (pruned, reference) if not isinstance(x, onnx.ModelProto)))
-    return RecoverResult(model, report, Path(output))
+                                  augment=augment, seed=seed, batch_size=batch_size, activation_l1=activation_l1,
+                                  workers=workers, group=True)
+    result = RecoverResult(model, report, Path(output))
+    if result.written:  # data-parallel: rank 0 only
+        save_model(model, output, inputs=tuple(x for x in (pruned, reference) if not isinstance(x, onnx.ModelProto)))
+    return result
 
 
 def apply(model: str | Path | onnx.ModelProto, plan: str | Path | Plan, output: str | Path,

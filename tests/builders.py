@@ -16,6 +16,14 @@ BUNDLED = [REPO / "models" / f"{n}.onnx" for n in
            ("densenet_cifar10", "lenet300_mnist", "lenet5bn_mnist", "mobilenetv2_cifar10", "resnet20_cifar10")]
 
 
+def mnist_subset(tmp_path: Path, n: int, start: int = 0, name: str = "d.npz") -> Path:
+    """Rows [start, start + n) of the bundled MNIST calibration file as a small labelled .npz in tmp_path."""
+    z = np.load(MNIST_CALIB)
+    p = tmp_path / name
+    np.savez(p, x=z["x"][start:start + n], y=z["y"][start:start + n])
+    return p
+
+
 def tiny_mlp(seed: int = 0, constant_nodes: bool = False) -> onnx.ModelProto:
     """input (N,4) → Gemm(4→3) → Relu → Gemm(3→2) → logits; weights as initializers or Constant nodes."""
     rng = np.random.default_rng(seed)

@@ -44,6 +44,12 @@ batch_option = click.option("--batch-size", default=256, show_default=True, type
                             help="Samples per onnxruntime call.")
 
 
+activation_l1_option = click.option(
+    "--activation-l1", "activation_l1", type=float, default=0.0, show_default=True, metavar="λ",
+    help="Pruning-aware training (paper 003): add λ·mean|a| of the prunable neurons' / channels' outputs to the "
+         "recovery loss, so that fewer units carry the function (0 = off; needs recovery training).")
+
+
 CRITERIA = ("fscreen", "magnitude", "bn", "l1", "l2", "apoz", "ri", "wanda", "taylor")
 
 
@@ -94,6 +100,7 @@ def pruning_options(f):
                           "(scores from statistics gathered during training; implies --recover)."),
         click.option("--prune-steps", type=click.IntRange(1), default=5, show_default=True,
                      help="Pruning steps of --schedule iterative."),
+        activation_l1_option,
         click.option("--augment/--no-augment", default=None,
                      help="Recovery's data augmentation (default: random crop + flip for colour images, small "
                           "shifts for grey ones, none otherwise)."),
@@ -107,7 +114,8 @@ def pruning_options(f):
 
     @functools.wraps(f)
     def wrapper(*args, mode, criterion, alpha, beta, allocation, protect, min_keep, min_channels, round_to,
-                reconstruct, recover_flag, recover_epochs, recover_time, recover_labels, schedule, prune_steps, augment,
+                reconstruct, recover_flag, recover_epochs, recover_time, recover_labels, schedule, prune_steps,
+                activation_l1, augment,
                 labels, batch_size, seed, ratio=0.5, **kwargs):
         from ..select.plan import PruneSettings
 
@@ -120,7 +128,7 @@ def pruning_options(f):
                                  recover_epochs=recover_epochs if recover_epochs is not None else
                                  (RECOVER_EPOCHS if recover_flag or recover_time or schedule == "iterative" else 0),
                                  recover_seconds=recover_time, recover_labels=recover_labels, augment=augment,
-                                 schedule=schedule, prune_steps=prune_steps)
+                                 schedule=schedule, prune_steps=prune_steps, activation_l1=activation_l1)
         return f(*args, settings=settings, ratio=ratio, **kwargs)
 
     for o in reversed(opts):

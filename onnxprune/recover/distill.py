@@ -6,6 +6,7 @@ dense graph in onnxruntime as the teacher on the *same* augmented batch, and min
     KL(softmax(z_t/T) ‖ softmax(z_s/T))·T²                            (always)
   + feature_weight · Σ_f mean((s_f − t_f[kept])²) / var(t_f[kept])      (feature targets, see `match_features`)
   + CE(z_s, y)                                                          (only with labels=True and labelled data)
+  + activation_l1 · mean|a| of the prunable units' outputs              (paper 003's pruning-aware training)
 
 Structure: `train_step` is one optimiser step (a pure function of student, optimiser, masks, batch and teacher
 logits — reusable by a data-parallel driver); `Distiller` holds one run's fixed parts (split, augmentation, teacher)
@@ -25,6 +26,10 @@ Design decisions (measured on ResNet-20 / LeNet-300-100, see the module README_d
 * Time: torch on one thread by default (`threads=1`). On the shared 2-core machine two torch threads cost 8× the
   CPU time of one for the same forward+backward (spin-waiting under contention); onnxruntime's teacher threads do
   not spin. Channels-last inputs make torch's CPU convolutions ~1.7× faster.
+  On CPUs with AMX bf16 tiles, conv nets train under bfloat16 autocast (`precision="auto"`, see `use_bf16`):
+  the student's forward + backward of a ResNet-20 at 50 % step costs 82 instead of 124 ms (64 images), the whole
+  22-epoch recovery 233 instead of 276 CPU-s (the onnxruntime teacher, ~37 ms a step, stays float32), at equal
+  accuracy (77.98 vs 77.72 %).
 * Unstructured zeros: every ≥ 2-D trainable initializer with exact zeros at the start gets a mask; gradients are
   masked and the mask is re-applied after every optimiser step, so zeros stay exactly zero.
 * BatchNorm alignment before training (`bn_align`, default on): the pruned, re-fitted model's running statistics
@@ -59,6 +64,11 @@ Measured (5,000 CIFAR-10 calibration images, label-free, one torch thread, CPU-s
   ResNet-20 60 % (47.29 %): 22 ep bs64: 76.1 % (218 CPU-s); 30 ep bs64: 77.0 % (287 CPU-s).
   LeNet-300-100 (MNIST, 10,000 calibration images, ±2-px shifts): 95 %: 97.87 → 98.78 % (20 ep, lr 0.1,
   7.5 CPU-s); 97 %: 96.12 → 98.34 % (40 ep, lr 0.1, 15.4 CPU-s).
+  Later (current pruning code, 58.29 % after prune + re-fit at 50 %; docs/BENCHMARKS.md, Recovery I b), 22 ep:
+  float32 77.72 % (276 CPU-s), bf16 autocast 77.98 % (233 CPU-s, same load). Not better, so not adopted: EMA of
+  the weights (decay 0.998) 77.91 %, lr 0.01 77.25 %, logit MSE instead of KL 77.72 %, wd 1e-4 78.08 % (noise).
+  `compress --ratio 0.5 --recover-epochs 28` (bf16, 267 CPU-s of recovery): 79.44 %; 60 %, 35 ep (bf16,
+  293 CPU-s): 77.01 %.
 """
 from __future__ import annotations
 
@@ -76,6 +86,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OnnxPruneError
+from .parallel import current as data_parallel
 from .torch_graph import TorchGraph
 
 if TYPE_CHECKING:  # only for the annotation; any object with the same attributes works
@@ -103,7 +114,7 @@ class RecoveryReport:
     epochs_run: int
     steps: int
     best_epoch: int
-    stopped: str                      # "epochs" | "time budget" | "early stop"
+    stopped: str                      # "epochs" | "time budget" | "early stop" | "diverged" (best state kept)
     agreement_before: float | None    # held-out top-1 agreement with the dense model
     agreement_after: float | None
     bn_reestimated: bool
@@ -295,6 +306,7 @@ class _Optimizer:
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Tensor:
+    student = student.float()  # bf16 logits under autocast: the softmax in float32
     return F.kl_div(F.log_softmax(student / T, dim=1), F.log_softmax(teacher / T, dim=1),
                     reduction="batchmean", log_target=True) * (T * T)
 
@@ -371,7 +383,7 @@ def recover(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: "Dataset | An
             weight_decay: float = 5e-4, warmup_fraction: float = 0.03, feature_weight: float = 0.0,
             features: list[str] | None = None, min_corr: float = 0.7, bn_reestimate: bool | None = None,
             bn_mode: str = "train", bn_align: bool = True, mix: str | None = None, keep_best: bool = True,
-            threads: int | None = None,
+            threads: int | None = None, activation_l1: float = 0.0, precision: str = "auto",
             progress: Callable[[EpochLog], None] | bool = True) -> tuple[onnx.ModelProto, RecoveryReport]:
     """Train `pruned` to agree with `dense` on `data`; return (model with trained initializers, report).
 
@@ -385,6 +397,10 @@ def recover(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: "Dataset | An
     dense model: progress, best-epoch selection with `keep_best`, early stop with `patience` epochs),
     `feature_weight` / `features` / `min_corr` (feature targets), `bn_align`, `bn_reestimate`, `bn_mode`,
     `mix` ("mixup" / "cutmix" of the batch, teacher-labelled), `optimizer` ("sgd" | "adamw"), `weight_decay`.
+    `activation_l1`: λ of paper 003's pruning-aware training, λ·mean|a| over the outputs of the prunable neurons /
+    channels (`activation_tensors`) added to the loss (0 = off: training byte-identical to without it).
+    `precision`: "auto" (bf16 autocast of the student's step for conv nets on AMX CPUs, see `use_bf16`), "fp32",
+    "bf16"; the report's settings say what "auto" chose.
     `progress`: a callable getting each `EpochLog`, True for a rich bar on an interactive stderr, False for none.
     """
     if epochs < 0:
@@ -397,12 +413,14 @@ def recover(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: "Dataset | An
         raise OnnxPruneError(f"unknown bn_mode '{bn_mode}' (train, frozen)")
     if not 0.0 <= holdout_fraction < 0.5:
         raise OnnxPruneError("holdout_fraction must be in [0, 0.5)")
+    activation_l1 = check_activation_l1(activation_l1)
+    precision = check_precision(precision)
     settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, temperature=temperature, labels=labels,
                     augment=augment, time_budget_s=time_budget_s, holdout_fraction=holdout_fraction,
                     patience=patience, optimizer=optimizer, weight_decay=weight_decay,
                     warmup_fraction=warmup_fraction, feature_weight=feature_weight, min_corr=min_corr,
                     bn_reestimate=bn_reestimate, bn_mode=bn_mode, bn_align=bn_align, mix=mix, keep_best=keep_best,
-                    threads=threads)
+                    threads=threads, activation_l1=activation_l1, precision=precision)
     threads = int(threads or 1)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     with _threads(threads), torch.random.fork_rng(devices=[]):
@@ -411,25 +429,30 @@ def recover(pruned: onnx.ModelProto, dense: onnx.ModelProto, data: "Dataset | An
                         time_budget_s, holdout_fraction, patience, optimizer, weight_decay, warmup_fraction,
                         feature_weight, features, min_corr, bn_reestimate, bn_mode, bn_align, mix, keep_best, threads, progress,
                         settings,
-                        t_wall, t_cpu)
+                        t_wall, t_cpu, activation_l1=activation_l1, precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------- the training step
 def train_step(student: TorchGraph, opt: _Optimizer, masks: dict[str, torch.Tensor], feed: dict[str, torch.Tensor],
                teacher_logits: np.ndarray, *, temperature: float, lr: float, labels: np.ndarray | None = None,
                feature_targets: dict[str, torch.Tensor] | None = None, feature_weight: float = 0.0,
-               fetch: Sequence[str] = ()) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
-    """One optimiser step: KL to the teacher's logits at `temperature` (+ feature targets, + CE on `labels`);
-    gradients of masked tensors masked and the masks re-applied after the step, so zeros stay exactly zero.
+               fetch: Sequence[str] = (), activation_l1: float = 0.0, l1_tensors: Sequence[str] = ()
+               ) -> tuple[tuple[float, float, float], dict[str, torch.Tensor]]:
+    """One optimiser step: KL to the teacher's logits at `temperature` (+ feature targets, + CE on `labels`,
+    + `activation_l1`·`l1_penalty` of the `l1_tensors`); gradients of masked tensors masked and the masks re-applied
+    after the step, so zeros stay exactly zero.
 
     Returns (loss, distillation loss, feature loss) and the `fetch`ed student tensors of this training forward pass
     (detached): the activations that training-time pruning accumulates its statistics from, at no extra pass."""
     out_name = student.output_names[0]
     targets = feature_targets or {}
-    s_out = student.run(feed, fetch=list(dict.fromkeys([out_name, *targets, *fetch])))
+    l1_tensors = list(l1_tensors) if activation_l1 else []
+    s_out = student.run(feed, fetch=list(dict.fromkeys([out_name, *targets, *fetch, *l1_tensors])))
     z = s_out[out_name]
     kd = _kd(z, torch.from_numpy(teacher_logits), temperature)
     loss = kd
+    if l1_tensors:  # pruning-aware training (paper 003): small neuron outputs, fewer units that matter
+        loss = loss + activation_l1 * l1_penalty([s_out[t] for t in l1_tensors])
     fl = torch.zeros(())
     for nm, tgt in targets.items():
         fl = fl + F.mse_loss(s_out[nm], tgt) / (tgt.var() + 1e-6)
@@ -453,6 +476,34 @@ def train_step(student: TorchGraph, opt: _Optimizer, masks: dict[str, torch.Tens
     return (float(loss.detach()), float(kd.detach()), float(fl.detach())), {k: s_out[k].detach() for k in fetch}
 
 
+def l1_penalty(activations: Sequence[torch.Tensor]) -> torch.Tensor:
+    """mean |a| over every element of the given activations pooled (batch, units, positions): 003's L1 norm of
+    the neuron outputs, divided by their count so that λ does not depend on the batch size or the network's width;
+    every unit gets the same pressure, as in an unnormalised Σ‖a‖₁."""
+    total = sum(a.abs().sum() for a in activations)
+    return total / max(1, sum(a.numel() for a in activations))
+
+
+def activation_tensors(model: onnx.ModelProto) -> list[str]:
+    """The neuron outputs the activation L1 penalty acts on: the tensors the consumers of every prunable channel
+    group read (after BN and activation; `units.groups.ChannelGroup.activations`, the same tensors structured
+    F-screen taps) — the outputs of the units pruning removes, hidden neurons of an MLP, channel maps of a CNN."""
+    from ..io.graph import copy_model, name_nodes
+    from ..units.groups import analyse
+
+    if any(not n.name for n in model.graph.node):  # models not loaded through io.model: name a copy's nodes
+        model = name_nodes(copy_model(model))
+    return sorted({t for g in analyse(model) if g.prunable for t in g.activations})
+
+
+def check_activation_l1(value: float) -> float:
+    """λ of the activation L1 penalty: a finite number ≥ 0 (0 = off, training unchanged)."""
+    v = float(value)
+    if not (np.isfinite(v) and v >= 0.0):
+        raise OnnxPruneError(f"--activation-l1 {value}: must be a finite number >= 0")
+    return v
+
+
 def zero_masks(student: TorchGraph) -> dict[str, torch.Tensor]:
     """A keep-mask for every ≥ 2-D trainable tensor holding exact zeros (unstructured pruning's zeros)."""
     masks = {}
@@ -461,6 +512,31 @@ def zero_masks(student: TorchGraph) -> dict[str, torch.Tensor]:
         if p.dim() >= 2 and bool((p == 0).any()):
             masks[nm] = (p != 0).to(p.dtype)
     return masks
+
+
+PRECISION = "auto"  # of the student's training step; see `use_bf16`
+
+
+def check_precision(value: str) -> str:
+    if value not in ("auto", "fp32", "bf16"):
+        raise OnnxPruneError(f"unknown precision '{value}' (auto, fp32, bf16)")
+    return value
+
+
+def use_bf16(precision: str, channels_last: bool) -> bool:
+    """Whether the student's forward + backward run under bfloat16 autocast (weights, optimiser, BN statistics,
+    teacher and loss stay float32). "auto": only for channels-last convolution nets on CPUs with AMX bf16 tiles,
+    where oneDNN's bf16 convolutions make a ResNet-20's forward + backward 1.45x cheaper (docs/BENCHMARKS.md,
+    Recovery I b); without AMX bf16 is emulated (slower), and small Gemm nets (LeNet) gain nothing. "bf16" forces
+    it."""
+    if precision == "bf16":
+        return True
+    if precision == "fp32" or not channels_last:
+        return False
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without the probe
+        return False
 
 
 class Cosine:
@@ -500,7 +576,10 @@ class Distiller:
                  temperature: float = 4.0, labels: bool = False, augment: bool | None = None, seed: int = 0,
                  holdout_fraction: float = 0.05, threads: int = 1, optimizer: str = "sgd", lr: float | None = None,
                  weight_decay: float = 5e-4, feature_weight: float = 0.0, features: list[str] | None = None,
-                 min_corr: float = 0.7, mix: str | None = None):
+                 min_corr: float = 0.7, mix: str | None = None, activation_l1: float = 0.0,
+                 precision: str = PRECISION):
+        self.activation_l1 = check_activation_l1(activation_l1)
+        self.precision = check_precision(precision)
         graph = TorchGraph(student)  # raises on unsupported ops before anything is trained
         in_names = graph.input_names
         d_inputs = _input_dtypes(dense)
@@ -534,6 +613,7 @@ class Distiller:
         self.hold_teacher = np.concatenate([self.teacher({k: v[i:i + 256] for k, v in self.hold.items()})[0].argmax(1)
                                             for i in range(0, n_hold, 256)]) if n_hold else np.zeros(0, np.int64)
         self.step = 0
+        self.parallel = data_parallel()  # one rank of a data-parallel run (recover/parallel.py), or None
         self.set_student(student, graph)
 
     @property
@@ -553,6 +633,12 @@ class Distiller:
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         self.opt = _Optimizer(groups, self.optimizer, self.base_lr)
         self.memory_format = torch.channels_last if channels_last_safe(model) else torch.contiguous_format
+        self.bf16 = use_bf16(self.precision, self.memory_format == torch.channels_last
+                             and any(n.op_type == "Conv" for n in model.graph.node))
+        self.l1_tensors = activation_tensors(model) if self.activation_l1 else []
+        if self.activation_l1 and not self.l1_tensors:
+            raise OnnxPruneError("--activation-l1: the model has no prunable neurons or channels whose outputs "
+                                 "could be penalised")
 
     def feed_of(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {}
@@ -594,18 +680,23 @@ class Distiller:
                 batch = {k: _augment(v, self.pad, self.flip, self.rng) for k, v in batch.items()}
             if self.mix:
                 batch = _mix(batch, self.mix, self.rng)
+            if self.parallel is not None:  # this rank's rows of the global batch
+                batch, idx = self.parallel.shard(batch, idx)
             t_logits, t_feats = self.teacher(batch)
             targets = {nm: torch.from_numpy(tf).index_select(1, torch.from_numpy(self.feat_idx[nm]))
                        for nm, tf in zip(self.feat_idx, t_feats)}
-            losses, got = train_step(self.graph, self.opt, self.masks, self.feed_of(batch), t_logits,
-                                     temperature=self.temperature, lr=lr_at(self.step),
-                                     labels=None if self.y_train is None else self.y_train[idx],
-                                     feature_targets=targets, feature_weight=self.feature_weight, fetch=fetch)
+            dp_student = self.graph if self.parallel is None else self.parallel.student(self.graph)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                losses, got = train_step(dp_student, self.opt, self.masks, self.feed_of(batch), t_logits,
+                                         temperature=self.temperature, lr=lr_at(self.step),
+                                         labels=None if self.y_train is None else self.y_train[idx],
+                                         feature_targets=targets, feature_weight=self.feature_weight, fetch=fetch,
+                                         activation_l1=self.activation_l1, l1_tensors=self.l1_tensors)
             if on_batch is not None:
                 on_batch(got, t_logits, idx)
             self.step += 1
             sums += [losses[0] * len(idx), losses[1] * len(idx), losses[2] * len(idx)]
-        return sums / max(1, len(order))
+        return (sums if self.parallel is None else self.parallel.total(sums)) / max(1, len(order))
 
     def align_bn(self) -> None:
         """`_align_bn` on the training split (before training a freshly pruned or re-fitted student)."""
@@ -649,11 +740,13 @@ class Distiller:
 
 def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment, seed, budget, holdout_fraction,
              patience, optimizer, weight_decay, warmup_fraction, feature_weight, features, min_corr, bn_reestimate,
-             bn_mode, bn_align, mix, keep_best, threads, progress, settings, t_wall, t_cpu):
+             bn_mode, bn_align, mix, keep_best, threads, progress, settings, t_wall, t_cpu, activation_l1=0.0,
+             precision=PRECISION):
     d = Distiller(pruned, dense, data, batch_size=batch_size, temperature=T, labels=use_labels, augment=augment,
                   seed=seed, holdout_fraction=holdout_fraction, threads=threads, optimizer=optimizer, lr=lr,
                   weight_decay=weight_decay, feature_weight=feature_weight, features=features, min_corr=min_corr,
-                  mix=mix)
+                  mix=mix, activation_l1=activation_l1, precision=precision)
+    settings["precision"] = "bf16" if d.bf16 else "fp32"  # what "auto" resolved to on this CPU
     student = d.graph
     steps_per_epoch = d.steps_per_epoch
     planned = epochs
@@ -662,8 +755,10 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
     before = d.agreement()
     if epochs and bn_align and bn_mode == "train":
         d.align_bn()
-    best_agree, best_epoch, best_state = before, 0, None
-    if keep_best and epochs and before is not None:  # the start is a candidate too: training must not make it worse
+    # the start is a candidate too: training must not make it worse — unless the loss has the activation penalty:
+    # then agreement alone is not the objective, and the untrained input would always win against its own teacher
+    best_agree, best_epoch, best_state = (None if activation_l1 else before), 0, None
+    if keep_best and epochs and before is not None and not activation_l1:
         best_state = {k: v.detach().clone() for k, v in d.graph.named_initializers().items()}
     history: list[EpochLog] = []
     stopped = "epochs"
@@ -689,6 +784,9 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
         if bar is not None:
             bar.update(bar.task_ids[0], advance=1, description=f"loss {log.loss:.4f}"
                        + (f"  held-out agreement {agree:.4f}" if agree is not None else ""))
+        if not _finite(log.loss, student):  # diverged: a NaN student's argmax is class 0, which can tie a start at
+            stopped = "diverged"            # chance on agreement; it must never become the best or be written
+            break
         if agree is None or best_agree is None or agree >= best_agree:
             best_agree, best_epoch = agree, epoch
             best_state = {k: v.detach().clone() for k, v in student.named_initializers().items()}
@@ -715,7 +813,13 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
     after = history[-1].agreement if history else before
     # go back to the best epoch only if it beats the last one by more than two standard errors of the held-out
     # agreement (250 images: ±2.7 points); otherwise held-out noise would pick a high-lr epoch over the annealed end
-    if keep_best and best_state is not None and best_epoch != epoch and after is not None and best_agree is not None:
+    if stopped == "diverged":
+        if best_state is None:
+            raise OnnxPruneError(f"recovery diverged at epoch {epoch} (non-finite loss or weights): lower the "
+                                 "learning rate")
+        d.load(best_state)
+        after = best_agree
+    elif keep_best and best_state is not None and best_epoch != epoch and after is not None and best_agree is not None:
         se = np.sqrt(max(best_agree * (1 - best_agree), 1e-4) / max(1, d.n_hold))
         if best_agree - after > 2 * se:
             d.load(best_state)
@@ -734,6 +838,12 @@ def _recover(pruned, dense, data, epochs, lr, batch_size, T, use_labels, augment
         threads=threads, seed=seed, wall_s=time.perf_counter() - t_wall, cpu_s=time.process_time() - t_cpu,
         settings=settings, history=history)
     return out, report
+
+
+def _finite(loss: float, student: TorchGraph) -> bool:
+    """Whether an epoch left a usable student: finite mean loss and finite weights."""
+    return bool(np.isfinite(loss)) and all(bool(torch.isfinite(v).all())
+                                           for v in student.named_initializers().values() if v.is_floating_point())
 
 
 def _reestimate_bn(student: TorchGraph, train: dict[str, np.ndarray], feed_of, batch_size: int, pad: int = 0,

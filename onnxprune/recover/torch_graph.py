@@ -103,6 +103,8 @@ class TorchGraph(torch.nn.Module):
             self._check(node, attrs)
         # BN training momentum override (None: the node's own); used by `bn_momentum` context in distill
         self.bn_momentum: float | None = None
+        # train-mode BN replacement (data-parallel: global-batch statistics, recover/parallel.py); None: F.batch_norm
+        self.bn_train: Callable | None = None
         self._bn_collect: dict[str, list] | None = None
 
         inits = {t.name: t for t in g.initializer}
@@ -483,6 +485,8 @@ def _bn(g, node, a, x):
             return ((inp - bm.reshape(shape)) / torch.sqrt(inp.var(dims, unbiased=False).reshape(shape) + eps)
                     * scale.reshape(shape) + bias.reshape(shape))
         mom = 1.0 - a.get("momentum", 0.9) if g.bn_momentum is None else g.bn_momentum
+        if g.bn_train is not None:
+            return g.bn_train(inp, scale, bias, mean, var, mom, eps)
         return F.batch_norm(inp, mean, var, scale, bias, training=True, momentum=mom, eps=eps)
     return F.batch_norm(inp, mean, var, scale, bias, training=False, eps=eps)
 

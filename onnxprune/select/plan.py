@@ -48,8 +48,10 @@ class PruneSettings:
     # (paper 001 Algorithms 1-2, workflows/iterative.py)
     schedule: Literal["oneshot", "iterative"] = "oneshot"
     prune_steps: int = 5
+    activation_l1: float = 0.0  # λ of paper 003's pruning-aware training: + λ·mean|a| of the units' outputs; 0 = off
 
-    RECOVERY = ("recover_epochs", "recover_seconds", "recover_labels", "augment", "schedule", "prune_steps")
+    RECOVERY = ("recover_epochs", "recover_seconds", "recover_labels", "augment", "schedule", "prune_steps",
+                "activation_l1")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -71,6 +73,11 @@ class PruneSettings:
                                  "--recover-epochs N)")
         if self.schedule == "iterative" and self.recover_seconds is not None:
             raise OnnxPruneError("--recover-time is not supported with --schedule iterative: give --recover-epochs")
+        if not (np.isfinite(self.activation_l1) and self.activation_l1 >= 0):
+            raise OnnxPruneError(f"--activation-l1 {self.activation_l1}: must be a finite number >= 0")
+        if self.activation_l1 and not self.recovers:
+            raise OnnxPruneError("--activation-l1 penalises activations while training: add --recover (or "
+                                 "--recover-epochs N)")
 
     @property
     def recovers(self) -> bool:
@@ -84,6 +91,8 @@ class PruneSettings:
         if not self.recovers:
             for k in self.RECOVERY:
                 d.pop(k)
+        elif not self.activation_l1:
+            d.pop("activation_l1")  # plans of recovery runs without the penalty are unchanged too
         return d
 
 

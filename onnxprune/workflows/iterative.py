@@ -24,6 +24,10 @@ Mechanism, and why:
   model whose pruned weights are already exactly zero, so it equals the trained model.
 The steps fall at the start of epochs 0, s, 2s, … (s = `span`·epochs / K); after the last, training continues at
 the final width to the end of the one cosine learning-rate schedule of the whole run.
+With `--activation-l1 λ` (paper 003's pruning-aware training) the epochs before the last step add λ·mean|a| of the
+prunable units' outputs to the loss, so the later steps' scores see units the penalty has silenced; after the last
+step there is nothing left to choose and the penalty only fights the distillation, so it is dropped (003: train
+with the penalty, prune, fine-tune). Measured on LeNet-300-100: docs/BENCHMARKS.md "Recovery III".
 
 Measured (ResNet-20, 5k calibration images, docs/BENCHMARKS.md "Recovery III"): at 50 % of channels, iterative
 (K = 5, 20 epochs) 79.12 % vs one-shot (22 epochs) 78.64 % at 1.24× the CPU time — within noise, so `oneshot`
@@ -87,7 +91,7 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
     with _threads(1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         d = Distiller(current, dense, train, augment=s.augment, seed=s.seed, labels=s.recover_labels,
-                      batch_size=_batch())
+                      batch_size=_batch(), activation_l1=s.activation_l1)
         before = d.agreement()
         lr_at = Cosine(d.base_lr, epochs * d.steps_per_epoch, 0.03)
         d.align_bn()
@@ -115,6 +119,8 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
                 d.align_bn()
                 d.graph.train()
                 log.append(_logged(k, epoch, ratios[k], plan, alive, d, how, trained_agree))
+            if d.activation_l1 and epoch >= max(at):  # 003: train with the penalty, prune, fine-tune without it
+                d.activation_l1, d.l1_tensors = 0.0, []
             pending = any(e > epoch for e in at)
             if online and pending and screen is None:  # statistics for the next step, from this epoch on
                 screen = OnlineScreen(mode.requests(current, s))
@@ -141,7 +147,9 @@ def prune_while_training(prepared: Prepared, ratio: float, data: Dataset | None,
         features=[], masked_tensors=len(d.masks), masked_zeros=d.masked_zeros, trained_tensors=d.trained_tensors,
         train_samples=len(d.train_idx), holdout_samples=d.n_hold, threads=1, seed=s.seed,
         wall_s=time.perf_counter() - t_wall, cpu_s=time.process_time() - t_cpu,
-        settings={"schedule": "iterative", "prune_steps": k_steps, "span": span, "epochs": epochs},
+        settings={"schedule": "iterative", "prune_steps": k_steps, "span": span, "epochs": epochs,
+                  "precision": "bf16" if d.bf16 else "fp32",
+                  **({"activation_l1": s.activation_l1} if s.activation_l1 else {})},
         pruning_steps=log)
     return model, final, report
 

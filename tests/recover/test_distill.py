@@ -235,3 +235,19 @@ def test_training_that_only_hurts_keeps_the_input_weights() -> None:
     assert rep.best_epoch == 0 and rep.agreement_after == 1.0
     for name, a in _inits(dense).items():
         np.testing.assert_array_equal(_inits(out)[name], a)
+
+
+def test_diverged_training_is_never_written() -> None:
+    """A NaN student predicts class 0 everywhere, which can tie a start at chance on held-out agreement (a Torch-Pruning
+    ResNet-20 trained without BN: 0.108 → 0.104): training that goes non-finite stops, says "diverged", and the
+    written model is the best finite state (here the input); without a kept state it is an error, not NaN weights."""
+    dense, student = _mlp(0), _mlp(1)
+    data = tiny_data(dense, 400)
+    out, rep = recover(student, dense, data, epochs=3, lr=1e30, holdout_fraction=0.25, progress=False)
+    assert rep.stopped == "diverged" and rep.epochs_run == 1 and rep.best_epoch == 0
+    assert not np.isfinite(rep.history[-1].loss)
+    _valid(out, data)
+    for name, a in _inits(student).items():
+        np.testing.assert_array_equal(_inits(out)[name], a)
+    with pytest.raises(OnnxPruneError, match="diverged"):
+        recover(student, dense, data, epochs=3, lr=1e30, holdout_fraction=0.0, progress=False)

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from builders import LENET300, MNIST_CALIB, REPO
+from builders import LENET300, MNIST_CALIB, REPO, mnist_subset
 from onnxprune.cli import main
 from onnxprune.io.graph import initializer_map
 
@@ -19,10 +19,7 @@ def run(*args):
 
 
 def small(tmp_path, n=600, start=0, name="d.npz"):
-    z = np.load(MNIST_CALIB)
-    p = tmp_path / name
-    np.savez(p, x=z["x"][start:start + n], y=z["y"][start:start + n])
-    return p
+    return mnist_subset(tmp_path, n, start, name)
 
 
 def test_zero_epochs_write_the_initializers_back_unchanged(tmp_path):
