@@ -9,7 +9,7 @@ from onnxprune.io.data import load_dataset
 from onnxprune.measure.evaluate import predict
 from onnxprune.io.model import load_model
 from onnxprune.select.plan import PruneSettings
-from onnxprune.reconstruct.least_squares import PairedGram, refit_linear, ridge_refit
+from onnxprune.reconstruct.least_squares import PairedGram, refit_linear, ridge_refit, ridge_refit_all
 
 
 def test_ridge_refit_recovers_a_sparse_linear_map():
@@ -26,6 +26,36 @@ def test_ridge_refit_recovers_a_sparse_linear_map():
 def test_ridge_refit_by_hand():
     # one input, h = Σx² = 4, c = Σx·t = 6, ridge 0.5 relative → λ = 2 → w = 6 / (4 + 2) = 1
     np.testing.assert_allclose(ridge_refit(np.array([[4.0]]), np.array([[6.0]]), np.array([[True]]), 0.5), [[1.0]])
+
+
+def _gram(rng, n, out, batches=2):
+    h, c = np.zeros((n, n)), np.zeros((n, out))
+    for _ in range(batches):  # accumulated like the re-fit: float32 batch products, float64 sums
+        x = rng.normal(size=(n + 50, n)).astype(np.float32)
+        h += x.T @ x
+        c += x.T @ rng.normal(size=(n + 50, out)).astype(np.float32)
+    return h, c
+
+
+def test_ridge_refit_all_equals_ridge_refit_bit_for_bit_and_gives_h_back():
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 512, 700):  # 700: more than one band of the in-place restore
+        h, c = _gram(rng, n, 5)
+        h0 = h.copy()
+        got = ridge_refit_all(h, c, 1e-3)
+        np.testing.assert_array_equal(h, h0)  # factored in h's memory, then restored exactly
+        np.testing.assert_array_equal(got, ridge_refit(h0, c, np.ones((5, n), bool), 1e-3))
+
+
+def test_ridge_refit_all_falls_back_when_h_is_indefinite_or_asymmetric():
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(40, 40))
+    c = rng.normal(size=(40, 2))
+    for h in (q + q.T, q):  # Cholesky fails part-way / not symmetric: the general solver, h untouched
+        h0 = h.copy()
+        got = ridge_refit_all(h, c, 1e-6)
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(got, ridge_refit(h0, c, np.ones((2, 40), bool), 1e-6))
 
 
 def test_paired_gram_matches_direct_products():
