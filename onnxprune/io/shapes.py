@@ -130,12 +130,9 @@ def runtime_types(model: onnx.ModelProto, tensors: list[str], inputs: Mapping[st
     """(shape, ONNX element type) of `tensors` from one onnxruntime run; {} when the model cannot run (an op
     onnxruntime lacks, an input without a concrete shape). Default inputs: `concrete_inputs(model, strict=False)`."""
     if feed is None:
-        inputs = concrete_inputs(model, strict=False) if inputs is None else inputs
-        specs = input_specs(model)
-        if any(s.name not in inputs for s in specs):
+        feed = random_feed(model, concrete_inputs(model, strict=False) if inputs is None else inputs)
+        if feed is None:
             return {}
-        rng = np.random.default_rng(SEED)
-        feed = {s.name: _random(rng, inputs[s.name], s.dtype) for s in specs}
     out = {}
     for t, v in runtime_values(model, tensors, feed).items():
         if isinstance(v, np.ndarray):
@@ -193,6 +190,16 @@ def _inferred(model: onnx.ModelProto, inputs: Mapping[str, Shape]) -> dict[str, 
                 if a.name == "value":
                     out[n.output[0]] = tuple(int(d) for d in a.t.dims)
     return out
+
+
+def random_feed(model: onnx.ModelProto, inputs: Mapping[str, Shape]) -> dict[str, np.ndarray] | None:
+    """Seeded inputs of the given concrete shapes for one shape-finding run (floats standard normal, integers zero);
+    None when some model input has no shape in `inputs`."""
+    specs = input_specs(model)
+    if any(s.name not in inputs for s in specs):
+        return None
+    rng = np.random.default_rng(SEED)
+    return {s.name: _random(rng, inputs[s.name], s.dtype) for s in specs}
 
 
 def _random(rng: np.random.Generator, shape: Shape, dtype: type) -> np.ndarray:

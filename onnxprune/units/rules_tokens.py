@@ -486,8 +486,7 @@ def _at_batch_2(ctx: TokenTraceContext, t: str) -> np.ndarray | None:
         values = {}
         shapes = ctx.input_shapes(2) if hasattr(ctx, "input_shapes") else None
         if shapes is not None:
-            from ..io.runtime import input_specs
-            from ..io.shapes import runtime_values
+            from ..io.shapes import random_feed, runtime_values
 
             pieces: dict[str, None] = {}
             for n in ctx.model.graph.node:
@@ -498,11 +497,9 @@ def _at_batch_2(ctx: TokenTraceContext, t: str) -> np.ndarray | None:
                         pieces[u] = None
                         p = ctx.producer(u)
                         todo.extend(p.input if p is not None and p.op_type == "Concat" else [])
-            rng = np.random.default_rng(0)
-            feed = {s.name: (rng.standard_normal(shapes[s.name]).astype(s.dtype)
-                             if np.issubdtype(np.dtype(s.dtype), np.floating) else np.zeros(shapes[s.name], s.dtype))
-                    for s in input_specs(ctx.model)}
-            values = {k: np.asarray(v).reshape(-1) for k, v in runtime_values(ctx.model, list(pieces), feed).items()}
+            feed = random_feed(ctx.model, shapes)
+            values = {} if feed is None else {
+                k: np.asarray(v).reshape(-1) for k, v in runtime_values(ctx.model, list(pieces), feed).items()}
         _BATCH2[ctx] = values
     return values.get(t)
 
