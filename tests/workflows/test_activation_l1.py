@@ -92,3 +92,4 @@ def test_iterative_penalises_until_the_last_pruning_step_then_fine_tunes_without
     assert seen[:per_epoch] == [(0.05, 2)] * per_epoch  # both hidden layers' outputs, before the last step
     assert seen[per_epoch:] == [(0.0, 0)] * (3 * per_epoch)
     assert cand.recovery.settings["activation_l1"] == 0.05
+    assert cand.recovery.settings["precision"] == "fp32"  # what the schedule trained in (no conv: never bf16)
