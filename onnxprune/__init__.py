@@ -43,7 +43,9 @@ __all__ = ["__version__", "api", *_API, *_OTHER]
 class _Package(types.ModuleType):
     """Three subpackages share a name with an API function (`stats`, `certify`, `recover`: the stage and the command
     that runs it). Importing a subpackage would set it as an attribute here and hide the function, so the package
-    keeps the function; the subpackages stay importable by their full names (`onnxprune.stats.collect`)."""
+    keeps the function; the subpackages stay importable by their full names (`onnxprune.stats.collect`).
+    Import their modules with `from onnxprune.recover import distill`: `import onnxprune.recover.distill as m`
+    resolves `onnxprune.recover` as an attribute, finds the function, and fails."""
 
     def __setattr__(self, name: str, value) -> None:
         if name in _API and isinstance(value, types.ModuleType):

@@ -16,6 +16,16 @@ def test_import_exposes_the_api_lazily():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_stage_subpackages_do_not_hide_the_functions_of_the_same_name():
+    from onnxprune.certify import ltt
+    from onnxprune.recover import distill
+    from onnxprune.stats import instrument
+
+    assert onnxprune.recover is onnxprune.api.recover and callable(onnxprune.certify) and callable(onnxprune.stats)
+    assert (distill.__name__, ltt.__name__, instrument.__name__) == (
+        "onnxprune.recover.distill", "onnxprune.certify.ltt", "onnxprune.stats.instrument")
+
+
 def test_grid_default_is_one_name_across_cli_and_api():
     from onnxprune.commands._common import DEFAULT_GRID
 
