@@ -1,8 +1,9 @@
 """Parameters and multiply-accumulates, per node and in total.
 
 Parameters are the elements of floating-point constants (initializers, plus any Constant nodes left in a model
-that was not normalised), so shape constants do not count. MACs of Conv, ConvTranspose, Gemm and MatMul come from
-real shapes (`io.shapes.tensor_shapes`: inference where it is complete, one onnxruntime run where it is not) at the
+that was not normalised), so shape constants do not count. MACs of Conv, ConvTranspose, Gemm and MatMul (and the two
+products q·kᵀ and weights·v inside the ONNX Attention op, as the written-out MatMuls count them) come from real
+shapes (`io.shapes.tensor_shapes`: inference where it is complete, one onnxruntime run where it is not) at the
 given input shapes — by default the declared ones with a dynamic batch of 1; callers with data pass the data's
 shape. Nodes whose shapes are still unknown (dynamic dims and no shape given, or a model onnxruntime cannot run) are
 listed in `unknown` and counted as 0, so `macs` is then a lower bound; a count is never negative.
@@ -69,6 +70,8 @@ def _float_constants(model: onnx.ModelProto) -> dict[str, int]:
 
 def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
     op = node.op_type
+    if op == "Attention" and node.domain in ("", "ai.onnx"):
+        return _attention_macs(node, shapes)
     if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
         return 0
     ins = [shapes.get(t) for t in node.input[:2]]
@@ -84,6 +87,24 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
         return int(np.prod(ins[0])) * int(np.prod(w[1:]))
     k = ins[0][0] if op == "Gemm" and attr(node, "transA", 0) else ins[0][-1]
     return int(np.prod(out)) * int(k)
+
+
+def _attention_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int | None:
+    """B·Hq·Tq·Tk·(dh + dv): q·kᵀ and weights·v, Tk counting the cached keys (past_key) too."""
+    q, k, v = (shapes.get(t) for t in node.input[:3])
+    past = shapes.get(node.input[4]) if len(node.input) > 4 and node.input[4] else []
+    if q is None or k is None or v is None or past is None:
+        return None
+    if len(q) == 4:
+        b, hq, tq, dh = q
+        tk, dv = k[2] + (past[2] if past else 0), v[3]
+    else:
+        hq, hkv = attr(node, "q_num_heads"), attr(node, "kv_num_heads")
+        if not hq or not hkv:
+            return None
+        b, tq, dh = q[0], q[1], q[2] // hq
+        tk, dv = k[1] + (past[2] if past else 0), v[2] // hkv
+    return int(b) * int(hq) * int(tq) * int(tk) * (int(dh) + int(dv))
 
 
 def nonzero_params(model: onnx.ModelProto) -> int:

@@ -28,14 +28,25 @@ What is followed
                       projection, the causal mask's `Where`.
   nn.MultiheadAttention  packed in-projection unflattened to [T, B, 3, E], picked apart by Gather, heads as
                       [T, B·H, dh]: with a fixed batch (dynamo's static export) B·H is H; with a dynamic batch
-                      (TorchScript) the targets compute B·H = Mul(B, H) and E from Shape, rewritten as above.
+                      (TorchScript) the targets compute B·H = Mul(B, H) and E from Shape, rewritten as above. Where
+                      the heads go back to [B, H, T, dh] by constant targets (dynamo before the Attention op, at any
+                      fixed batch — target B·H — or a dynamic one — target -1), the Reshape → Transpose → Reshape is
+                      traced as one step (`_merged_chain`).
+  ONNX Attention      the fused op (opset 23; torch's exporter writes scaled_dot_product_attention as it): q, k, v
+                      4-D [B, H, T, dh] (the packed q/k/v picked apart by Slice + Squeeze, `unbind`) or 3-D
+                      [B, T, H·dh] with `q_num_heads` / `kv_num_heads` (seen as the head split by the projection
+                      that feeds it, rewritten to the kept counts): head h of q, k, v couple into head h of its
+                      output; grouped-query attention ties each key/value head to its query heads (multi-query:
+                      query heads alone); a per-head mask / bias is cut with the heads (a constant) or read
+                      through a Gather of the kept heads (computed at run time) (`attention`).
   channel-last MLPs   ConvNeXt: Transpose [N, C, H, W] → [N, H, W, C] moves the channel axis to 3, LayerNorm, Linear →
                       GELU → Linear, Transpose back (axis 1 again), layer scale Mul, residual Add.
   residual stream     LayerNormalization over the feature axis is a hard stop: it reads every feature (mean and
                       variance), so removing one changes all others; its output is a fresh unprunable space.
 Refused with a reason: heads merged with a dynamic batch axis where the target's head entry is not Mul(B, H) (or the
 model cannot run at batch 2 to tell), an attention bias computed at run time per head (Swin's relative position
-bias), slicing the feature axis.
+bias — the Attention op's attn_mask is picked by a Gather instead), the Attention op's key/value cache, slicing the
+feature axis.
 """
 from __future__ import annotations
 
@@ -121,6 +132,8 @@ def _ints(shape: list | None) -> bool:
 
 
 def _prod(v) -> int:
+    if any(not isinstance(d, (int, np.integer)) for d in v):  # a symbolic dim (dynamo's '4*batch')
+        raise Unsupported(f"dims [{', '.join(map(str, v))}] are not all known numbers")
     return int(np.prod(v, dtype=np.int64)) if len(v) else 1
 
 
@@ -187,8 +200,16 @@ def head_split(ctx: TokenTraceContext, t: str, features: int) -> tuple[int, int,
             continue
         if n.op_type == "Split":
             return _split_heads(ctx, n, features)
+        if n.op_type == "Attention" and n.domain in ("", "ai.onnx"):  # 3-D form: [B, T, H·dh], H an attribute
+            i = list(n.input).index(t)
+            h = attr(n, "q_num_heads" if i == 0 else "kv_num_heads")
+            ok = i < 3 and ctx.rank(t) == 3 and isinstance(h, int) and h > 0 and features % h == 0
+            return (1, h, features // h) if ok else None
         if n.op_type != "Reshape":
             return None
+        chain = _merged_chain(ctx, n)
+        if chain is not None:
+            return 1, chain[2], chain[3]
         si, so = ctx.shape(t), ctx.shape(n.output[0])
         if si is None or so is None or not _ints(so) or si[-1] != features:
             return None
@@ -351,12 +372,185 @@ def attention_matmul(ctx: TokenTraceContext, node: onnx.NodeProto, name: str) ->
     _put(ctx, out, ctx.couple([ctx.layout(a), ctx.layout(b)], name), oa)
 
 
+def _attention_form(ctx: TokenTraceContext | TokenFixContext, node: onnx.NodeProto) -> tuple[int, int, int, int]:
+    """(rank, q heads, kv heads, v head size) of an ONNX `Attention` node's inputs: 4-D [B, H, T, dh] (heads on axis
+    1) or 3-D [B, T, H·dh] with the head counts in the `q_num_heads` / `kv_num_heads` attributes."""
+    q, k, v = node.input[:3]
+    sq, sk, sv = ctx.shape(q), ctx.shape(k), ctx.shape(v)
+    if sq is None or sk is None or sv is None or not len(sq) == len(sk) == len(sv) or len(sq) not in (3, 4):
+        raise Unsupported("query, key and value are not all 4-D [B, H, T, dh] or all 3-D [B, T, H·dh] of known rank")
+    if len(sq) == 4:
+        hq, hkv, dv = sq[1], sk[1], sv[3]
+    else:
+        hq, hkv = attr(node, "q_num_heads"), attr(node, "kv_num_heads")
+        dv = sv[2] // hkv if isinstance(sv[2], int) and hkv else None
+    if not all(isinstance(d, int) and d > 0 for d in (hq, hkv, dv)):
+        raise Unsupported("head counts or head sizes unknown")
+    return len(sq), hq, hkv, dv
+
+
+def attention(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule | None) -> None:
+    """The ONNX `Attention` op (opset 23, what torch's exporter makes of scaled_dot_product_attention): output head h
+    is softmax(scale · q_h k_hᵀ + mask_h) v_h, so with as many key/value heads as query heads (multi-head attention)
+    head h of Q, K and V are coupled and become head h of the output — 4-D [B, H, T, dh] on axis 1, or 3-D
+    [B, T, H·dh] where each head is dh features (the `q_num_heads` / `kv_num_heads` attributes then become the kept
+    count, `fix_attention`). Grouped-query attention (g = q_num_heads / kv_num_heads query heads per key/value head,
+    query head i reading key/value head i // g): a channel is a key/value head with its g query heads — the query
+    space is tied to the key/value space g to 1 (`TraceContext.tie`), so the ratio g stays; with one key/value head
+    (multi-query) the query heads are free on their own. `scale` (default 1/√dh) is untouched: dh does not change.
+    A mask broadcast over the heads passes; one with a slice per (query) head loses the removed heads' slices
+    (`_attention_mask`). Refused with a reason: the key/value cache (past / present), grouped query heads not made by
+    a projection of their own (they cannot be tied)."""
+    q, k, v = node.input[:3]
+    extra = [t for t in node.input[4:6] if t]
+    graph_out = {o.name for o in ctx.model.graph.output}
+    cache = [o for o in node.output[1:3] if o and (_consumers(ctx).get(o) or o in graph_out)]
+    if extra or cache:
+        raise Unsupported("key / value cache (past_key / past_value inputs or present_key / present_value outputs "
+                          "used): its heads would change for the model's callers too")
+    if len(node.input) > 6 and node.input[6] and ctx.layout(node.input[6]) is not None:
+        raise Unsupported("nonpad_kv_seqlen depends on the feature maps")
+    lays = [ctx.layout(t) for t in (q, k, v)]
+    if any(lay is None for lay in lays):
+        which = ", ".join(n for n, lay in zip("QKV", lays) if lay is None)
+        raise Unsupported(f"{which} of the attention carry no heads the analysis follows (computed from constants)")
+    rank, hq, hkv, dv = _attention_form(ctx, node)
+    if hq % hkv:
+        raise Unsupported(f"{hq} query heads do not divide into {hkv} key/value heads")
+    heads = []
+    for t, lay, n in zip((q, k, v), lays, (hq, hkv, hkv)):
+        if n == 1 < hq:  # multi-query: every query head reads the one key/value head, so each is free on its own
+            ctx.stop(lay, f"the one key/value head every query head reads at node '{name}'")
+            continue
+        a, s = _axis_of(ctx, t), ctx.shape(t)
+        if rank == 4:
+            if a != 1:
+                raise Unsupported(f"the channels of '{t}' lie on axis {a}, not on the head axis 1")
+            heads.append(lay)
+            continue
+        if a != 2:
+            raise Unsupported(f"the channels of '{t}' lie on axis {a}, not on the features axis 2")
+        dh = s[2] // n
+        coarse = _coarsen(lay, dh)
+        if coarse is None or width(coarse) != n:
+            raise Unsupported(f"the {s[2]} features of '{t}' are not {n} whole heads of {dh} features each "
+                              "(no head split seen at its projection)")
+        heads.append(coarse)
+    if hq == hkv:
+        layout = ctx.couple(heads, name)
+    elif hkv == 1:
+        layout = heads[0]
+    else:  # query head i reads key/value head i // g: one channel = a key/value head and its g query heads
+        g = hq // hkv
+        kv = ctx.couple(heads[1:], name)
+        try:
+            layout = ctx.tie([heads[0], flatten(kv, g)], name)
+        except Unsupported as e:
+            raise Unsupported(f"grouped-query attention ({hq} query heads share {hkv} key/value heads): the query "
+                              f"heads cannot be tied to their key/value head ({e})") from None
+    mask = node.input[3] if len(node.input) > 3 else ""
+    if mask:
+        _attention_mask(ctx, mask, layout, hq, name)
+    if rank == 4:
+        _put(ctx, node.output[0], layout, 1)
+    else:
+        _put(ctx, node.output[0], flatten(layout, dv), 2)
+        ctx.attach("q_num_heads", -1, layout, "shape", name)  # the head-count attributes: `fix_attention`
+    if len(node.output) > 3 and node.output[3]:  # qk_matmul_output [B, H, Tq, Tk]
+        _put(ctx, node.output[3], layout, 1)
+
+
+def _attention_mask(ctx: TokenTraceContext, mask: str, layout: Layout, heads: int, name: str) -> None:
+    """attn_mask broadcasts to [B, H, Tq, Tk]: its head axis (third from the right) of size 1 passes; of size H it
+    loses the removed heads' slices — cut from a constant (a learned per-head bias), picked by a Gather the rewrite
+    puts in front of the op when computed at run time (`fix_attention`; a relative position bias, ALiBi)."""
+    s = ctx.shape(mask)
+    if s is None:
+        raise Unsupported(f"shape of the attention mask '{mask}' unknown")
+    hax = len(s) - 3
+    per_head = hax >= 0 and s[hax] != 1
+    if per_head and s[hax] != heads:
+        raise Unsupported(f"the attention mask '{mask}' has {s[hax]} slices on the head axis, not {heads}")
+    lm = ctx.layout(mask)
+    if lm is not None:  # computed from the inputs: its own channels stay, whatever it is
+        ctx.stop(lm, f"read as the attention mask by node '{name}'")
+    if not per_head:
+        return
+    if ctx.const(mask) is not None:
+        ctx.attach(mask, hax, layout, "const", name)
+    else:
+        ctx.attach("attn_mask", -1, layout, "shape", name)
+
+
+def fix_attention(fx: TokenFixContext, node: onnx.NodeProto) -> None:
+    """3-D form: `q_num_heads` / `kv_num_heads` := the kept head counts (grouped-query: kept groups × g and kept
+    groups). A per-head attn_mask computed at run time is read through a Gather of the kept heads' slices."""
+    rank, hq, _, dv = _attention_form(fx, node)
+    if rank == 3:
+        for i, key in ((0, "q_num_heads"), (1, "kv_num_heads")):
+            t = node.input[i]
+            fx.set_attr(node, key, int(fx.kept(t).sum()) * attr(node, key) // fx.shape(t)[2])
+    mask = node.input[3] if len(node.input) > 3 else ""
+    s = fx.shape(mask) if mask else None
+    if not s or len(s) < 3 or s[-3] == 1 or _maybe_const(fx, mask) is not None:
+        return
+    kept = fx.kept(node.output[0])
+    kept = kept if rank == 4 else kept.reshape(hq, dv)[:, 0]
+    nodes = fx.model.graph.node
+    out = f"{mask}__{node.name}__kept_heads"
+    pick = onnx.helper.make_node("Gather", [mask, ""], [out], name=f"{node.name}__kept_heads", axis=len(s) - 3)
+    nodes.insert(list(nodes).index(node), pick)
+    pick = next(n for n in nodes if n.name == pick.name)  # the graph holds a copy
+    fx.set_input(pick, 1, np.flatnonzero(kept).astype(np.int64), new_name=f"{node.name}__kept_heads")
+    node.input[3] = out
+    fx.uses[out] = 1
+
+
+def _merged_chain(ctx: TokenTraceContext, r1: onnx.NodeProto) -> tuple | None:
+    """nn.MultiheadAttention's heads through the batch as dynamo exports it (the sequence first): Reshape
+    [T, B, H·dh] → [T, B·H, dh] → Transpose [1, 0, 2] → Reshape [B, H, T, dh], each read by the next only, both
+    targets constants (B·H is B·H at a fixed batch, -1 at a dynamic one; TorchScript's computed targets go the
+    `_target_entry` way). Returns (Transpose, last Reshape, H, dh, B) or None. The chain as a whole moves the heads
+    from the features to axis 1; the middle tensors mix them with the batch (B·H), which no layout describes."""
+    si, s1 = ctx.shape(r1.input[0]), ctx.shape(r1.output[0])
+    if si is None or s1 is None or len(si) != 3 or len(s1) != 3 or not all(isinstance(d, int) for d in (*si, *s1)):
+        return None
+    t_, b, e = si
+    dh = s1[2]
+    if s1[0] != t_ or dh < 1 or e % dh or e // dh < 2 or s1[1] != b * (e // dh):
+        return None
+    nxt = ctx.consumers(r1.output[0]) if hasattr(ctx, "consumers") else _consumers(ctx).get(r1.output[0], [])
+    if len(nxt) != 1 or nxt[0].op_type != "Transpose" or attr(nxt[0], "perm") != [1, 0, 2]:
+        return None
+    last = ctx.consumers(nxt[0].output[0]) if hasattr(ctx, "consumers") else _consumers(ctx).get(nxt[0].output[0], [])
+    so = ctx.shape(last[0].output[0]) if len(last) == 1 and last[0].op_type == "Reshape" else None
+    if so is None or len(so) != 4 or so[1:] != [e // dh, t_, dh] or isinstance(so[0], int) and so[0] != b:
+        return None  # (a symbolic so[0]: the batch is dynamic, B·H an entry -1 in the first target)
+    if any(_maybe_const(ctx, r.input[1]) is None for r in (r1, last[0])):  # computed targets: `_target_entry`'s way
+        return None
+    return nxt[0], last[0], e // dh, dh, b
+
+
+_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tracer → {Reshape name: (the chain's last, B)}
+
+
 def reshape(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
     """Keep / merge / split the channel axis: [N,C,H,W]→[N,C,HW]; [N,T,H,dh]→[N,T,H·dh]; [N,T,D]→[N,T,H,dh];
     packed [N,T,3D]→[N,T,3,H,dh]. Heads merged with the batch axis are refused."""
     x, out = node.input[0], node.output[0]
     layout = ctx.layout(x)
     a = _axis_of(ctx, x)
+    chain = _merged_chain(ctx, node) if a == 2 else None
+    if chain is not None:
+        tr, last, h, dh, b = chain
+        coarse = _coarsen(layout, dh)
+        if coarse is None or width(coarse) != h:
+            raise Unsupported(f"splits the features of '{x}' into {h} heads of {dh}, but they are not whole heads")
+        for r in (node, last):
+            _MERGED.setdefault(ctx, {})[r.name] = (last.output[0], b)
+            ctx.attach(r.input[1], 0, coarse, "shape", r.name)
+        ctx.claim([tr.name, last.name])
+        return _put(ctx, last.output[0], coarse, 1)
     if a == 1:
         try:
             return orig.trace(ctx, node, name)
@@ -533,6 +727,16 @@ def fix_token_reshape(fx: TokenFixContext, node: onnx.NodeProto) -> None:
     """The target entry on the output's channel axis := kept count (Parts: per part): a constant, a Concat piece
     (nested Concats followed; shared ones copied first), or `Mul(B, H)` → `Mul(B, kept)` for batch-merged heads."""
     out = node.output[0]
+    tracer = getattr(fx, "tracer", None)
+    merged = _MERGED.get(tracer, {}).get(node.name) if tracer is not None else None
+    if merged is not None:  # heads through the batch: entry 1 is B·H ([T, B·H, dh]) or H ([B, H, T, dh])
+        heads, b = merged
+        kept = int(fx.kept(heads).sum())
+        v = fx.const(node.input[1]).copy()
+        if v[1] > 0:
+            v[1] = kept * (b if node.output[0] != heads else 1)
+            fx.set_input(node, 1, v)
+        return
     a = fx.axis(out)
     if a == 1 and fx.axis(node.input[0]) == 1:
         try:
@@ -821,6 +1025,8 @@ def slice_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     if not _is_token(ctx, node):
         return orig.trace(ctx, node, name)
     x = node.input[0]
+    if isinstance(_axis_of(ctx, x), Parts):
+        return _slice_parts(ctx, node)
     a = _int_axis(ctx, x, "Slice")
     r = ctx.rank(x)
     if len(node.input) > 3 and node.input[3]:
@@ -836,6 +1042,29 @@ def slice_(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule
     if a in axes:
         raise Unsupported("slices the feature axis of a token tensor")
     _put(ctx, node.output[0], ctx.layout(x), a)
+
+
+def _slice_parts(ctx: TokenTraceContext, node: onnx.NodeProto) -> None:
+    """q = qkv[0:1] (then Squeeze: `unbind` at opset 23): constant bounds on the part axis keep whole parts (q, k,
+    v); the head axis must not be sliced; other axes pass. The bounds never hold a head count: nothing to rewrite."""
+    x = node.input[0]
+    a, r = _axis_of(ctx, x), ctx.rank(x)
+    args = [ctx.const(t) if t else None for t in list(node.input[1:5]) + [""] * (5 - len(node.input))]
+    if any(v is None for v, t in zip(args, node.input[1:5]) if t) or args[0] is None or args[1] is None:
+        raise Unsupported(f"Slice of the packed q/k/v tensor '{x}' with bounds computed at run time")
+    starts, ends = args[0].reshape(-1), args[1].reshape(-1)
+    axes = [_axis(int(v), r) for v in args[2].reshape(-1)] if args[2] is not None else list(range(starts.size))
+    steps = args[3].reshape(-1) if args[3] is not None else np.ones(starts.size, np.int64)
+    if a.ch in axes:
+        raise Unsupported(f"slices the head axis of the packed q/k/v tensor '{x}'")
+    layout, n = ctx.layout(x), a.n
+    if a.part in axes:
+        k = axes.index(a.part)
+        lo, hi = (max(0, min(int(v) + n if v < 0 else int(v), n)) for v in (starts[k], ends[k]))
+        if steps[k] != 1 or hi <= lo:
+            raise Unsupported(f"strided or empty Slice of the packed q/k/v parts of '{x}'")
+        layout, n = tuple(s for p in _parts(layout, n)[lo:hi] for s in p), hi - lo
+    _put(ctx, node.output[0], layout, Parts(a.part, a.ch, n))
 
 
 def split(ctx: TokenTraceContext, node: onnx.NodeProto, name: str, orig: OpRule) -> None:
@@ -968,7 +1197,8 @@ TOKEN_TRACE = {"MatMul": matmul, "Gemm": matmul, "Reshape": reshape, "Transpose"
                **{op: reduce for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2",
                                         "ReduceProd", "ReduceLogSumExp", "ReduceSumSquare")}}
 NEW = {"Gather": ("index", gather), "Squeeze": ("index", squeeze), "Unsqueeze": ("index", squeeze),
-       "Where": ("elementwise", where)}
+       "Where": ("elementwise", where), "Attention": ("elementwise", attention)}
+NEW_FIX = {"Attention": fix_attention}
 KIND = {"Transpose": "index", "LayerNormalization": "stop", "Softmax": "pass", "LogSoftmax": "pass", "Shape": "pass"}
 
 
@@ -998,7 +1228,7 @@ def token_rules(rules: dict[str, OpRule]) -> dict[str, OpRule]:
     """Every rule of `rules` wrapped for channel-last tensors, plus the ops only transformers need."""
     out = {op: _wrap(op, r) for op, r in rules.items()}
     for op, (kind, fn) in NEW.items():
-        out[op] = OpRule(kind, lambda ctx, node, name, fn=fn: fn(ctx, node, name, None))
+        out[op] = OpRule(kind, lambda ctx, node, name, fn=fn: fn(ctx, node, name, None), NEW_FIX.get(op))
     return out
 
 

@@ -95,5 +95,7 @@ def feature_kind(model: onnx.ModelProto, infos: dict, tensor: str) -> str:
 
 
 def head_dim(group: ChannelGroup) -> int:
-    """Features per channel of a head group (dh); 1 for other groups."""
-    return max((m.repeat for m in group.members if m.role == "producer"), default=1)
+    """Features per channel of a head group (dh; g·dh under grouped-query attention, where a channel is a key/value
+    head and its g query heads, whose weight members step g·dh); 1 for other groups."""
+    return max((m.step if m.step and m.repeat > 1 else m.repeat for m in group.members if m.role == "producer"),
+               default=1)
