@@ -29,6 +29,11 @@ F-screen, ratio 0.5) and reports validity (onnx full check + strict shape infere
 write-time equivalence check), params, MACs at batch 1 × 32 tokens, heads and MLP width kept per encoder layer, and
 top-1 agreement with the dense model on the `*_eval.npz` sequences (random weights: agreement, not accuracy; GPT-2:
 over the non-padded positions).
+
+    python benchmarks/hf_exports.py cli prune /tmp/hf/bert_base_ts.onnx --ratio 0.5 --calib /tmp/hf/bert_data.npz -o out.onnx
+
+runs the `onnxprune` CLI with every onnxruntime session on one intra-op thread and BLAS on one thread (the CLI has no
+thread option; for CPU-second measurements on a shared machine).
 """
 from __future__ import annotations
 
@@ -204,7 +209,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def one_thread_cli(argv: list[str]) -> None:
+    """The onnxprune CLI on `argv` with every onnxruntime session, torch and OpenBLAS on one thread."""
+    import onnxruntime as ort
+
+    class OneThread(ort.SessionOptions):
+        def __init__(self) -> None:
+            super().__init__()
+            self.intra_op_num_threads = self.inter_op_num_threads = 1
+
+    ort.SessionOptions = OneThread  # make_session sets threads only when asked to
+    torch.set_num_threads(1)
+    from onnxprune.cli import main as cli
+    from onnxprune.stats._blas import single_threaded_blas
+
+    sys.argv = ["onnxprune", *argv]
+    with single_threaded_blas():
+        cli()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["cli"]:
+        return one_thread_cli(sys.argv[2:])
     if sys.argv[1:2] == ["prune"]:
         ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         ap.add_argument("cmd")

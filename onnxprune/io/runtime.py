@@ -65,8 +65,12 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 
 
 def make_session(model: onnx.ModelProto | bytes | str, *, threads: int | None = None, optimize: str = "all",
-                 sequential: bool = False) -> ort.InferenceSession:
-    """A CPU session. `threads=None` lets onnxruntime choose; 1 thread + sequential is the edge setting."""
+                 sequential: bool = False, weights_apart: bool = False) -> ort.InferenceSession:
+    """A CPU session. `threads=None` lets onnxruntime choose; 1 thread + sequential is the edge setting.
+
+    weights_apart (a ModelProto only): hand the large initializers to onnxruntime as in-memory arrays instead of
+    serialising them into the model bytes (`_weights_apart`) — for throw-away sessions such as shape probes, whose
+    cost on a big model is otherwise mostly serialising and parsing the weights (bert-base: 3.2 → 0.4 CPU-s)."""
     so = ort.SessionOptions()
     so.graph_optimization_level = OPT_LEVELS[optimize]
     so.log_severity_level = 3
@@ -75,11 +79,67 @@ def make_session(model: onnx.ModelProto | bytes | str, *, threads: int | None = 
         so.inter_op_num_threads = 1
     if sequential:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    held: list = []
+    if weights_apart and isinstance(model, onnx.ModelProto):
+        src, names, held = _weights_apart(model)
+        if names:
+            so.add_external_initializers(names, held)
+    else:
+        src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # an op onnxruntime does not implement, a custom domain, a bad file
         raise OnnxPruneError(f"onnxruntime cannot load the model: {_first_line(e)}") from None
+    sess._onnxprune_weights = held  # onnxruntime reads the arrays in place: they live as long as the session
+    return sess
+
+
+APART_MIN = 4096  # initializers of at least this many elements are handed over apart (`make_session`)
+_APART_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT64,
+                onnx.TensorProto.INT32, onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+
+
+def _weights_apart(model: onnx.ModelProto) -> tuple[bytes, list[str], list[ort.OrtValue]]:
+    """The model's bytes with each large initializer declared as external data, and those initializers' names and
+    values (OrtValues over numpy arrays) for `SessionOptions.add_external_initializers`: the same model for
+    onnxruntime, without the weights going through protobuf twice."""
+    from onnx import numpy_helper
+
+    m = _copy_but(model, "graph")  # field by field: the weights' bytes are never copied
+    _copy_into(m.graph, model.graph, "initializer")
+    names, values = [], []
+    for t in model.graph.initializer:
+        if t.data_type not in _APART_TYPES or t.data_location == onnx.TensorProto.EXTERNAL or \
+                int(np.prod(t.dims, dtype=np.int64)) < APART_MIN:
+            m.graph.initializer.add().CopyFrom(t)
+            continue
+        names.append(t.name)
+        values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(numpy_helper.to_array(t))))
+        stub = m.graph.initializer.add()
+        stub.name, stub.data_type, stub.data_location = t.name, t.data_type, onnx.TensorProto.EXTERNAL
+        stub.dims.extend(t.dims)
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", "in-memory"
+    return m.SerializeToString(), names, values
+
+
+def _copy_but(msg, skip: str):
+    """A new message of msg's type with every set field copied except `skip`."""
+    out = type(msg)()
+    _copy_into(out, msg, skip)
+    return out
+
+
+def _copy_into(out, msg, skip: str) -> None:
+    for field, value in msg.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(out, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(out, field.name).CopyFrom(value)
+        else:
+            setattr(out, field.name, value)
 
 
 def _first_line(e: BaseException) -> str:

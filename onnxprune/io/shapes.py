@@ -152,11 +152,16 @@ def runtime_values(model: onnx.ModelProto, tensors: list[str], feed: Mapping[str
     del m.graph.value_info[:]
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in dict.fromkeys(tensors) if t not in have)
-    try:
-        sess = make_session(m, threads=1, optimize="disable")
-        names = [o.name for o in sess.get_outputs()]
-        values = sess.run(names, dict(feed))
-    except Exception:  # noqa: BLE001 - best effort: callers then stay conservative
+    values = None
+    for apart in (True, False):  # a probe: the weights handed over in memory, else (should that fail) serialised
+        try:
+            sess = make_session(m, threads=1, optimize="disable", weights_apart=apart)
+            names = [o.name for o in sess.get_outputs()]
+            values = sess.run(names, dict(feed))
+            break
+        except Exception:  # noqa: BLE001 - best effort: callers then stay conservative
+            continue
+    if values is None:
         return {}
     wanted = set(tensors)
     return {t: v for t, v in zip(names, values) if t in wanted}

@@ -27,7 +27,7 @@ from ..io.shapes import data_shapes, tensor_shapes
 from ..io.subgraph import between, piece, reads
 from ..progress import say
 from ..stats.collect import DEFAULT_OPTIMIZE, stream
-from ..stats.instrument import tensor_infos
+from ..stats.instrument import mask_inputs, tensor_infos
 
 SHAPE_OPS = {"Shape", "Size"}
 CARRY_BYTES = 768 << 20  # the carried tensors of all re-fit samples: the sample count is cut to fit (and said)
@@ -44,6 +44,24 @@ def affordable(forwards: list[tuple[BlockForward, onnx.ModelProto]], data: Datas
         say(f"note: the re-fit uses {count} of {len(data)} calibration samples: carrying the layer inputs of more "
             f"({per / 2**20:.1f} MB per sample) would exceed {CARRY_BYTES / 2**30:.2f} GB")
     return count
+
+
+def real_tokens(model: onnx.ModelProto, data: Dataset) -> np.ndarray | None:
+    """(N, T) bool: which tokens of `data` are real (not padding) under the model's attention mask input (a graph
+    input named `*mask*` of rank 2, as the statistics read it: `stats.instrument.mask_inputs`), when it has exactly
+    one; else None. A re-fit on token rows drops the padded ones: padding is no input the model is fitted for."""
+    names = mask_inputs(model.graph)
+    if len(names) != 1 or names[0] not in data.inputs or np.ndim(data.inputs[names[0]]) != 2:
+        return None
+    return np.asarray(data.inputs[names[0]]) != 0
+
+
+def real_rows(tokens: np.ndarray | None, i: int, j: int, rows: int) -> np.ndarray | None:
+    """Which of the `rows` rows of samples i..j to keep: their real tokens when the rows are those samples' tokens
+    in sample-major order ([B, T, F] or [B·T, F] features last: rows = (j − i)·T); None (keep all) otherwise."""
+    if tokens is None or rows != (j - i) * tokens.shape[1]:
+        return None
+    return tokens[i:j].reshape(-1)
 
 
 @dataclass(frozen=True)

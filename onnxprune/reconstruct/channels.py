@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 
 from ..io.data import Dataset
-from ..io.graph import attr, copy_model, initializer_map, node_by_name, set_initializer
+from ..io.graph import attr, constant, copy_model, initializer_map, node_by_name, set_initializer
 from ..io.model import validate
 from ..io.shapes import data_shapes, tensor_shapes
 from ..select.plan import Plan, PruneSettings
 from ..stats import stream
 from ..units.groups import ChannelGroup, analyse
-from .blocks import BlockForward, affordable
+from .blocks import BlockForward, affordable, real_rows, real_tokens
 from .least_squares import ridge_refit_all
 
 RECON_SAMPLES = 2048  # calibration images for the re-fit; ResNet-20, BN-γ at 50 %: 512 → 53 %, 2048 → 57 %, 5000 → 58 %
@@ -76,17 +76,23 @@ def refit_channels(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, 
             per = len(wanted[name]) // len(sub)
             wanted[name][done * per:(done + nb) * per] = rows
         done += nb
-    # layer by layer, inputs from the pruned model as re-fitted so far, carried block to block
+    # layer by layer, inputs from the pruned model as re-fitted so far, carried block to block; token rows of
+    # padding (attention mask 0) are left out of the sums
+    tokens, size = real_tokens(model, sub), sub.batch_size(batch)
     for name, chunks in zip(order, blocks.run(model, sub, batch)):
         node_p = node_by_name(model, name)
-        w = initializer_map(model)[node_p.input[1]]
+        w = constant(model, node_p.input[1])  # this layer's weight only (all of them, every layer: depth²)
         h = c = None
         tt = 0.0
         start = 0  # in rows: the targets were stored in the same sample order, `per` rows a sample
-        for xin in chunks:
+        for k, xin in enumerate(chunks):
             x = _design(node_p, w, xin, positions[name])
             t = wanted[name][start:start + len(x)]
             start += len(x)
+            i = k * size
+            real = real_rows(tokens, i, min(i + size, len(sub)), len(x)) if positions[name] is None else None
+            if real is not None:
+                x, t = x[real], t[real]
             x = np.hstack([x, np.ones((len(x), 1), np.float32)])
             if h is None:
                 h, c = np.zeros((x.shape[1], x.shape[1])), np.zeros((x.shape[1], t.shape[1]))

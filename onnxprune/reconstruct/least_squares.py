@@ -30,9 +30,14 @@ class PairedGram:
         self._same = True
         self.n = 0
 
-    def update(self, x_pruned: np.ndarray, x_dense: np.ndarray) -> None:
+    def update(self, x_pruned: np.ndarray, x_dense: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """Add a batch of paired inputs; `keep` (bool per row, optional) selects the rows to count (the real tokens
+        of a padded batch)."""
+        xp, xd = _rows(x_pruned), _rows(x_dense)
+        if keep is not None:
+            xp, xd = xp[keep], xd[keep]
         with one_blas_thread():
-            self._update(_rows(x_pruned), _rows(x_dense))
+            self._update(xp, xd)
 
     def _update(self, xp: np.ndarray, xd: np.ndarray) -> None:
         if len(xp) != len(xd):

@@ -12,7 +12,7 @@ from ..rewrite.dead_neurons import remove as remove_dead_neurons
 from ..rewrite.masks import masked
 from ..select.plan import Plan, PruneSettings
 from ..units.weights import linear_form, weight_layers
-from .blocks import BlockForward, affordable
+from .blocks import BlockForward, affordable, real_rows, real_tokens
 from .least_squares import PairedGram, refit_linear
 
 
@@ -38,6 +38,7 @@ def refit_weights(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, d
         data = data.subset(np.unique(np.linspace(0, len(data) - 1, count).astype(int)))
     batch = settings.batch_size
     steps = zip(fwd_dense.run(dense, data, batch), fwd_work.run(work, data, batch))
+    tokens, size = real_tokens(dense, data), data.batch_size(batch)  # padded token rows are left out of the sums
     for L, (dense_in, pruned_in) in zip(order, steps):
         lin = linear_form(dense, L)
         rows = maps.get(L.weight, {}).get("out", np.arange(L.shape[L.out_axis]))
@@ -47,8 +48,9 @@ def refit_weights(dense: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan, d
         b_eff = None if lin.bias is None else \
             lin.beta * np.broadcast_to(wd[lin.bias].astype(np.float64).reshape(-1), (L.shape[L.out_axis],))[rows]
         gram = PairedGram()
-        for xd, xp in zip(dense_in, pruned_in):
-            gram.update(xp, xd)
+        for k, (xd, xp) in enumerate(zip(dense_in, pruned_in)):
+            i = k * size
+            gram.update(xp, xd, real_rows(tokens, i, min(i + size, len(data)), xp.size // max(xp.shape[-1], 1)))
         fit_bias = lin.in_node and lin.bias is not None and wd[lin.bias].size == L.shape[L.out_axis]
         w_new, b_new = refit_linear(gram, w_eff, b_eff, keep, settings.ridge, fit_bias)
         cur = next(x for x in weight_layers(work) if x.weight == L.weight)

@@ -48,6 +48,7 @@ from .instrument import (
     instrument,
     sum_type,
     tensor_infos,
+    token_mask,
 )
 from .store import Stats
 
@@ -156,7 +157,7 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
             raise OnnxPruneError(f"request for '{tensor}': no such tensor in the model (or its type is unknown)")
         kinds = {r.kind for r in reqs}
         if kinds & {"tokens", "heads"}:
-            _plan_tokens(plan, tensor, reqs, n_classes)
+            _plan_tokens(plan, tensor, reqs, n_classes, token_mask(model.graph, info))
             continue
         rank = info.rank
         as_map = "channels" in kinds and (rank is None or rank >= 3)
@@ -210,11 +211,13 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
     return plan
 
 
-def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int) -> None:
+def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int, mask: str | None) -> None:
     """Transformer tensors [N, T.., F] (features last; also [N·T, F] rows): kind "tokens" reduces over the tokens
     per sample in the graph, (B, F): the F-screen's class sums and APoZ's zero fractions; kind "heads" reduces x²
     over the tokens and each head's `block` features, (B, H), for the per-head F-screen. "gram" is over all tokens
-    (every token a row of XᵀX), as are "moments" (Wanda's ‖x_j‖ over all tokens); both fetch the raw tensor."""
+    (every token a row of XᵀX), as are "moments" (Wanda's ‖x_j‖ over all tokens); both fetch the raw tensor. Under
+    the attention mask input `mask` (`instrument.token_mask`) all of them count the real tokens only: the graph
+    reductions weigh by it, and the rows of padded tokens are dropped before "gram" and "moments" (`_real_rows`)."""
     contrib = [r for r in reqs if r.contrib is not None]  # relative importance: raw tokens as rows (its feed)
     reqs = [r for r in reqs if r.contrib is None]
     kinds = {r.kind for r in reqs}
@@ -229,11 +232,12 @@ def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int) 
     bad = wanted - ({"class_moments", "zeros", "gram", "moments"} if kind == "tokens" else {"class_moments"})
     if bad:
         raise OnnxPruneError(f"request for '{tensor}': {sorted(bad)} not available for kind '{kind}'")
-    if wanted & {"gram", "moments"}:  # over all tokens: every token a row
+    if wanted & {"gram", "moments"}:  # over all (real) tokens: every token a row
         x_out = plan.tap(Tap(tensor, "rows"))
+        m_out = plan.tap(Tap(mask, "raw")) if mask is not None else None  # a graph input: taken from the feed
         for acc in ([Gram()] if "gram" in wanted else []) + ([Moments()] if "moments" in wanted else []):
-            plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=x_out:
-                                          a.update(o[k].reshape(-1, o[k].shape[-1]))))
+            plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=x_out, m=m_out:
+                                          a.update(_real_rows(o[k], None if m is None else o[m]))))
     if "class_moments" in wanted:
         first = Tap(tensor, "class_first", view=kind, block=block)
         plan.shifts[first.shift_input] = first
@@ -245,6 +249,15 @@ def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int) 
         z_out = plan.tap(Tap(tensor, "tzfrac"))
         acc = ZeroCounts(fractions=True)
         plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=z_out: a.update(o[k])))
+
+
+def _real_rows(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """x's tokens as rows (F last), without the padded ones when the attention mask has one entry per row (the
+    rows of [B, T, F] and of [B·T, F] are in sample-major token order, as the mask's); else every row."""
+    rows = x.reshape(-1, x.shape[-1])
+    if mask is None or mask.size != len(rows):
+        return rows
+    return rows[mask.reshape(-1) != 0]
 
 
 def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str) -> None:

@@ -143,6 +143,41 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     return out
 
 
+def mask_inputs(graph: onnx.GraphProto) -> list[str]:
+    """The graph inputs that may be an attention mask [B, T] (padded tokens 0): named `*mask*`, rank 2."""
+    inits = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in inits and "mask" in i.name.lower()
+            and i.type.tensor_type.HasField("shape") and len(i.type.tensor_type.shape.dim) == 2]
+
+
+def token_mask(graph: onnx.GraphProto, info: TensorInfo) -> str | None:
+    """The attention mask input whose tokens a token tensor's line up with, or None.
+
+    [B, T, F]: the first mask input whose token dim x may share (equal, or either not known by name: TorchScript
+    exports lose the symbol); a [B, 1, F] x broadcasts to its own mean. [B·T, F] rows (GPT-2's Conv1D): the mask
+    when the model has exactly one (with several, e.g. encoder and decoder masks, which one the rows are is not
+    known) and its B·T does not contradict a static row count. Other ranks: None."""
+    dims = {i.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                     for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    names = mask_inputs(graph)
+    if info.rank == 2:
+        if len(names) != 1:
+            return None
+        rows, (b, t) = (info.shape[0] if info.shape else None), dims[names[0]]
+        return None if isinstance(rows, int) and isinstance(b, int) and isinstance(t, int) and rows != b * t \
+            else names[0]
+    if info.rank != 3:
+        return None
+    tx = info.shape[1] if info.shape else None
+    for name in names:
+        t = dims[name][1]
+        known = [v for v in (t, tx) if v is not None and v != 0 and not str(v).startswith("unk__")]
+        if len(known) == 2 and t != tx:
+            continue
+        return name
+    return None
+
+
 # ---------------------------------------------------------------- building the instrumented model
 def instrument(model: onnx.ModelProto, taps: list[Tap], infos: dict[str, TensorInfo] | None = None,
                keep_outputs: bool = True, classes: Classes | None = None) -> onnx.ModelProto:
@@ -330,13 +365,17 @@ class _TapGraph:
     REDUCTIONS = {"mean": mean, "sqsum": sqsum, "sqmean": sqmean, "zfrac": zfrac, "active": active}
 
     # ---- per-sample token reductions (transformers): tokens [N, T.., F] with features last → (B, F) or (B, H)
-    def tokens(self, x: str, info: TensorInfo, out: str) -> tuple[str, tuple[int, ...]]:
-        """x as [B, T.., F] and its token axes; a rank-2 [B·T, F] tensor (GPT-2's Conv1D exports flatten the
-        tokens into the rows) is reshaped to [B, T, F] with B read from the model input's first axis."""
+    def tokens(self, x: str, info: TensorInfo, out: str) -> tuple[str, tuple[int, ...], str | None]:
+        """x as [B, T.., F], its token axes and the attention mask [B, T, 1] over them (None: every token counts).
+
+        A rank-2 [B·T, F] tensor (GPT-2's Conv1D exports flatten the tokens into the rows) is reshaped to [B, T, F]
+        with B read from the model input's first axis; under the model's attention mask (`token_mask`) its rows are
+        weighed by it when they are its tokens (`rows_mask`)."""
         if info.rank is None or info.rank < 2:
             raise OnnxPruneError(f"tensor '{x}': a token tensor needs rank >= 2 (rows, features)")
         if info.rank >= 3:
-            return x, tuple(range(1, info.rank - 1))
+            axes = tuple(range(1, info.rank - 1))
+            return x, axes, self.mask_tokens(token_mask(self.g, info), info) if axes == (1,) else None
         f = info.shape[-1]
         first = next(i.name for i in self.g.input if i.name not in {t.name for t in self.g.initializer})
         shape = self.derived("Shape", [first], f"{PREFIX}/input_shape")
@@ -348,12 +387,34 @@ class _TapGraph:
             f_ = self.derived("Slice", [own, self.ints((-1,)), self.ints((2 ** 62,))], f"{out}/features")
             target = self.derived("Concat", [b, self.ints((-1,)), f_], f"{out}/tokens_shape", axis=0)
         self.node("Reshape", [x, target], f"{out}/bt")
-        return f"{out}/bt", (1,)
+        mask = token_mask(self.g, info)
+        return f"{out}/bt", (1,), None if mask is None else self.rows_mask(f"{out}/bt", mask, info, out)
 
-    def token_mean(self, x: str, axes: tuple[int, ...], info: TensorInfo, out: str) -> None:
-        """Mean over the token axes; over the real tokens only when the model takes an attention mask [B, T] whose T
-        is x's token axis (padding would otherwise dilute every statistic by the padded fraction)."""
-        mask = self.attention_mask(info) if axes == (1,) else None
+    def rows_mask(self, x: str, mask: str, info: TensorInfo, out: str) -> str:
+        """Weights [B, T', 1] for rows put back as x = [B, T', F]: the attention mask when T' is its token count
+        (GPT-2's Conv1D rows), else ones — a [B, F] tensor (BERT's pooler: one row a sample) or rows of another
+        length are averaged over all their rows, as before. Chosen at run time (an If): the row count is rarely
+        known statically."""
+        tokens = self.mask_tokens(mask, info)
+        t_mask = self.derived("Gather", [self.derived("Shape", [mask], f"{PREFIX}/mask_shape/{mask}"),
+                                         self.ints((1,))], f"{PREFIX}/mask_tokens/{mask}", axis=0)
+        self.node("Shape", [x], f"{out}/bt_shape")
+        self.node("Gather", [f"{out}/bt_shape", self.ints((1,))], f"{out}/bt_tokens", axis=0)
+        self.node("Equal", [f"{out}/bt_tokens", t_mask], f"{out}/is_masked")
+        self.node("Slice", [f"{out}/bt_shape", self.ints((0,)), self.ints((2,))], f"{out}/bt_lead")
+        self.node("Concat", [f"{out}/bt_lead", self.ints((1,))], f"{out}/ones_shape", axis=0)
+        branch = {}
+        for which, node in (("then", helper.make_node("Identity", [tokens], [f"{out}/w_then"])),
+                            ("else", helper.make_node("Expand", [self.scalar(info.elem_type, 1.0), f"{out}/ones_shape"],
+                                                      [f"{out}/w_else"]))):
+            branch[which] = helper.make_graph([node], f"{out}/{which}", [], [
+                helper.make_tensor_value_info(node.output[0], info.elem_type, None)])
+        self.node("If", [f"{out}/is_masked"], f"{out}/w", then_branch=branch["then"], else_branch=branch["else"])
+        return f"{out}/w"
+
+    def token_mean(self, x: str, axes: tuple[int, ...], mask: str | None, info: TensorInfo, out: str) -> None:
+        """Mean over the token axes; over the real tokens only under an attention mask [B, T, 1] (padding would
+        otherwise dilute every statistic by the padded fraction)."""
         if mask is None:
             return self.reduce("ReduceMean", x, axes, out)
         self.node("Mul", [x, mask], f"{out}/masked")
@@ -362,45 +423,32 @@ class _TapGraph:
         self.node("Div", [f"{out}/sum", self.derived("Max", [count, self.scalar(info.elem_type, 1.0)],
                                                      f"{count}/at_least_1")], out)
 
-    def attention_mask(self, info: TensorInfo) -> str | None:
-        """The model's attention mask as [B, T, 1] in x's type (padded tokens 0), when a graph input is named
-        `*mask*`, has rank 2 and a token dim that x ([B, T, F]) may share (equal, or either not known by name:
-        TorchScript exports lose the symbol); else None. A [B, 1, F] x broadcasts to its own mean."""
-        if info.rank != 3:
+    def mask_tokens(self, mask: str | None, info: TensorInfo) -> str | None:
+        """The mask input as [B, T, 1] in x's type (padded tokens 0); None stays None."""
+        if mask is None:
             return None
-        inits = {t.name for t in self.g.initializer}
-        for i in self.g.input:
-            dims = i.type.tensor_type.shape.dim
-            if i.name in inits or "mask" not in i.name.lower() or len(dims) != 2:
-                continue
-            t = dims[1].dim_value if dims[1].HasField("dim_value") else (dims[1].dim_param or None)
-            tx = info.shape[1] if info.shape else None
-            known = [v for v in (t, tx) if v is not None and not str(v).startswith("unk__")]
-            if len(known) == 2 and t != tx:
-                continue
-            cast = self.derived("Cast", [i.name], f"{PREFIX}/mask/{info.elem_type}", to=info.elem_type)
-            return self.derived("Unsqueeze", [cast, self.ints((2,))], f"{cast}/tokens") if self.opset >= 13 else \
-                self.derived("Unsqueeze", [cast], f"{cast}/tokens", axes=[2])
-        return None
+        cast = self.derived("Cast", [mask], f"{PREFIX}/mask/{info.elem_type}", to=info.elem_type)
+        return self.derived("Unsqueeze", [cast, self.ints((2,))], f"{cast}/tokens") if self.opset >= 13 else \
+            self.derived("Unsqueeze", [cast], f"{cast}/tokens", axes=[2])
 
     def tmean(self, tap: Tap, info: TensorInfo, out: str) -> None:
         """Per-sample mean over the (real) tokens: (B, F)."""
-        x, axes = self.tokens(tap.tensor, info, out)
-        self.token_mean(x, axes, info, out)
+        x, axes, mask = self.tokens(tap.tensor, info, out)
+        self.token_mean(x, axes, mask, info, out)
 
     def tzfrac(self, tap: Tap, info: TensorInfo, out: str) -> None:
         """Per-sample fraction of exact zeros over the (real) tokens (APoZ): (B, F)."""
-        x, axes = self.tokens(tap.tensor, info, out)
+        x, axes, mask = self.tokens(tap.tensor, info, out)
         self.node("Equal", [x, self.scalar(info.elem_type, 0.0)], f"{out}/eq")
         self.node("Cast", [f"{out}/eq"], f"{out}/cast", to=info.elem_type)
-        self.token_mean(f"{out}/cast", axes, info, out)
+        self.token_mean(f"{out}/cast", axes, mask, info, out)
 
     def tenergy(self, tap: Tap, info: TensorInfo, out: str) -> None:
         """Per-sample mean of x² over the (real) tokens and each block of `tap.block` features (a head):
         (B, F/block)."""
-        x, axes = self.tokens(tap.tensor, info, out)
+        x, axes, mask = self.tokens(tap.tensor, info, out)
         self.node("Mul", [x, x], f"{out}/sq")
-        self.token_mean(f"{out}/sq", axes, info, f"{out}/tok")
+        self.token_mean(f"{out}/sq", axes, mask, info, f"{out}/tok")
         self.node("Reshape", [f"{out}/tok", self.ints((0, -1, tap.block))], f"{out}/blocks")
         self.reduce("ReduceMean", f"{out}/blocks", (2,), out)
 
