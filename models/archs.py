@@ -214,6 +214,12 @@ def vit_cifar(num_classes: int = 10) -> nn.Module:
     return ViT(dim=96, depth=4, heads=4, hidden=384, patch=8, num_classes=num_classes)
 
 
+def vit4_cifar(num_classes: int = 10) -> nn.Module:
+    """CIFAR ViT of usual size (patch 4 as in ViT-Lite/CCT): dim 128, 4 blocks, 4 heads of 32, MLP hidden 512,
+    64 tokens + class token, so per-op fixed cost is a small share of the 1-thread time."""
+    return ViT(dim=128, depth=4, heads=4, hidden=512, patch=4, num_classes=num_classes)
+
+
 class RowTransformer(nn.Module):
     """MNIST as a sequence of 28 rows (28 pixels each): row embedding, 2 blocks, mean over tokens, classifier."""
 
@@ -236,4 +242,5 @@ def rowformer_mnist(num_classes: int = 10) -> nn.Module:
     return RowTransformer(num_classes=num_classes)
 
 
-FACTORIES.update({"vit_cifar": vit_cifar, "rowformer_mnist": rowformer_mnist})
+FACTORIES.update({"vit_cifar": vit_cifar, "vit4_cifar": vit4_cifar,
+                  "rowformer_mnist": rowformer_mnist})

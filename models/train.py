@@ -11,6 +11,7 @@ weights go to models/weights/NAME.pt and the test accuracy to models/weights/NAM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -32,9 +33,11 @@ RECIPES = {  # name: (dataset, epochs, peak lr, weight decay)
     "densenet": ("cifar10", 4, 0.2, 5e-4),
     "mobilenetv2": ("cifar10", 5, 0.2, 4e-5),
     "vit_cifar": ("cifar10", 10, 1e-3, 0.05),
+    "vit4_cifar": ("cifar10", 20, 1e-3, 0.05),
     "rowformer_mnist": ("mnist", 8, 1e-3, 0.05),
 }
-ADAMW = {"vit_cifar", "rowformer_mnist"}  # transformers: AdamW (betas 0.9, 0.999) instead of SGD, same one-cycle LR
+# transformers: AdamW (betas 0.9, 0.999) instead of SGD, same one-cycle LR
+ADAMW = {"vit_cifar", "vit4_cifar", "rowformer_mnist"}
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
@@ -71,6 +74,8 @@ def main() -> None:
     ap.add_argument("--ckpt-dir", default=str(datasets.cache_dir() / "train"))
     ap.add_argument("--init", help="start from these weights (a second, short cycle: fine-tuning)")
     ap.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
+    ap.add_argument("--bf16", action="store_true",
+                    help="training forward under CPU autocast bfloat16 (weights, optimizer, evaluation stay float32)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -94,7 +99,8 @@ def main() -> None:
     steps = (len(x_tr) // args.batch) * epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     gen = torch.Generator().manual_seed(args.seed)
-    ckpt = Path(args.ckpt_dir) / f"{args.name}_s{args.seed}_e{epochs}{'_ft' if args.init else ''}.pt"
+    ckpt = Path(args.ckpt_dir) / (f"{args.name}_s{args.seed}_e{epochs}{'_ft' if args.init else ''}"
+                                  f"{'_bf16' if args.bf16 else ''}.pt")
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     start = 0
     if ckpt.exists():
@@ -113,7 +119,8 @@ def main() -> None:
         for i in range(len(x_tr) // args.batch):
             idx = perm[i * args.batch:(i + 1) * args.batch]
             xb = augment(x_tr[idx], gen, pad, flip).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(xb), y_tr[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext():
+                loss = loss_fn(model(xb), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -134,8 +141,12 @@ def main() -> None:
     command = f"python models/train.py {args.name} --data DIR --epochs {epochs} --seed {args.seed}"
     if args.init:
         command = f"{command} --init models/weights/{args.name}.pt --lr {lr}"
+    if args.bf16:
+        command = f"{command} --threads {args.threads} --bf16"
     meta = {"name": args.name, "dataset": dataset, "epochs": epochs, "batch": args.batch, "peak_lr": lr,
             "weight_decay": wd, "seed": args.seed, "torch_test_accuracy": test_acc, "command": command}
+    if args.bf16:
+        meta["autocast"] = "bfloat16 (CPU, training forward + loss only)"
     prev = out / f"{args.name}.json"
     if args.init and prev.exists():  # keep the first stage in the record
         meta["previous_stage"] = json.loads(prev.read_text())
