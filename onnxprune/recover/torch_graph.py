@@ -7,7 +7,9 @@ float initializer is held as a tensor keyed by its *initializer name*:
   `nn.Parameter`s (float32 for computation whatever the stored float dtype);
 * BatchNormalization running mean / variance → buffers (updated by torch in train mode);
 * float constants that only shape data before any weight sees it (input preprocessing Mul/Add), Clip bounds,
-  Pow exponents, Resize scales, Pad values → frozen parameters (`requires_grad=False`);
+  Pow exponents, Resize scales, Pad values, and single numbers read by an elementwise op (GELU's √2, 1 and 0.5, an
+  attention scale, HardSwish's 3 and 6: part of the function, and trained they also stop onnxruntime's fusions)
+  → frozen parameters (`requires_grad=False`);
 * integer / bool initializers (shapes, indices, axes) → buffers, never trained.
 
 `write_back(model)` returns a copy of `model` whose graph is untouched and whose initializers carry the current
@@ -51,6 +53,10 @@ _WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "I
 _FROZEN_POSITIONS = {("Clip", 1), ("Clip", 2), ("Pow", 1), ("Resize", 1), ("Resize", 2), ("Resize", 3),
                      ("Upsample", 1), ("Pad", 1), ("Pad", 2), ("Pad", 3), ("BatchNormalization", 3),
                      ("BatchNormalization", 4)}
+
+
+def _numel(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims, dtype=np.int64))
 
 
 def _i(t: Tensor | None) -> list[int]:
@@ -225,7 +231,8 @@ class TorchGraph(torch.nn.Module):
         for node in self.nodes:
             ins = [i for i in node.input if i]
             init_pos = [(k, i) for k, i in enumerate(node.input) if i in inits
-                        and inits[i].data_type in _FLOAT_TYPES and (node.op_type, k) not in _FROZEN_POSITIONS]
+                        and inits[i].data_type in _FLOAT_TYPES and (node.op_type, k) not in _FROZEN_POSITIONS
+                        and (node.op_type in _WEIGHTED or _numel(inits[i]) > 1)]
             states = [state.get(i, "const") if i not in inits else "const" for i in ins]
             if node.op_type in _WEIGHTED or "param" in states:
                 trainable.update(i for _, i in init_pos)

@@ -125,6 +125,20 @@ def test_parameter_roles() -> None:
     assert set(conv.input[1:]) <= trainable
 
 
+def test_single_numbers_of_the_function_stay_frozen() -> None:
+    """GELU's √2 / 1 / 0.5 and the attention scale are part of the function (and trained, onnxruntime could no
+    longer fuse the GELU); weights, biases, LayerNorm and the position embedding are trained."""
+    m = onnx.load(REPO / "models" / "rowformer_mnist.onnx")
+    inits = {t.name: t for t in m.graph.initializer}
+    trainable = set(TorchGraph(m).trainable_names())
+    singles = {n for n, t in inits.items() if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) == 1}
+    gelu = {i for n in m.graph.node if n.op_type in ("Div", "Mul", "Add") for i in n.input if i in singles}
+    assert len(gelu) >= 3 and not gelu & trainable
+    layers = {n.input[1] for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "LayerNormalization")
+              if n.input[1] in inits}
+    assert layers and layers <= trainable
+
+
 def test_bn_train_mode_updates_running_stats_with_onnx_momentum() -> None:
     m = conv_chain()
     bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
