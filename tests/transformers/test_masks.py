@@ -188,3 +188,19 @@ def test_refit_ignores_padded_rows(rows, mode):
     assert any(k in plain and not np.allclose(b[k], plain[k]) for k in b)  # the re-fit changed weights
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["B,T,F", "B*T,F"])
+def test_relative_importance_ignores_padded_tokens(rows):
+    """Relative importance takes every real token as a sample of r_ij = |w_ij·x_j| / Σ_k |w_ik·x_k|: a padded
+    batch gives the means, stds and counts of the same sequences unpadded. Before, padded tokens were samples too."""
+    stats = []
+    for p in (False, True):  # static token counts: the channel analysis needs them here
+        model = rows_model(rows, REAL + PAD if p else REAL)
+        reqs = STRUCTURED.requests(model, PruneSettings(criterion="ri", batch_size=7))
+        assert any(r.contrib is not None for r in reqs)
+        stats.append(collect(model, feature_data(model, p), reqs, batch_size=7))
+    plain, padded = stats
+    assert_same_stats(plain, padded, rtol=1e-5)
+    counts = [plain.get(k[0], "ri_count") for k in plain.keys() if k[1] == "ri_count"]
+    assert counts and max(c.max() for c in counts) == N * REAL  # the real tokens are the samples, no more
