@@ -68,7 +68,9 @@ Measured (5,000 CIFAR-10 calibration images, label-free, one torch thread, CPU-s
   float32 77.72 % (276 CPU-s), bf16 autocast 77.98 % (233 CPU-s, same load). Not better, so not adopted: EMA of
   the weights (decay 0.998) 77.91 %, lr 0.01 77.25 %, logit MSE instead of KL 77.72 %, wd 1e-4 78.08 % (noise).
   `compress --ratio 0.5 --recover-epochs 28` (bf16, 267 CPU-s of recovery): 79.44 %; 60 %, 35 ep (bf16,
-  293 CPU-s): 77.01 %.
+  293 CPU-s): 77.01 %; 60 %, 45 / 72 ep: 77.53 % / 78.62 and 78.39 % (seeds 0, 1; 275 / ~430 CPU-s); 50 %,
+  72 / 120 ep: 80.72 % / 81.47 % (451 / 773 CPU-s) — past the 28–30-epoch plateau (79.2–79.4 %), longer recovery
+  still pays; 45k train images + labels, 29 ep: 84.19 % (1,786 CPU-s).
 """
 from __future__ import annotations
 
