@@ -166,9 +166,8 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
         if as_map and rank is None:
             raise OnnxPruneError(f"tensor '{tensor}': rank unknown after shape inference; cannot reduce it as a map")
         wanted = frozenset().union(*(r.stats for r in reqs))
-        mask = None if as_map else token_mask(model.graph, info)  # a transformer's tokens are its rows
         # the per-sample values cross into numpy only for the statistics accumulated there; class sums are in-graph
-        if wanted & {"moments", "gram"} or ("contrib" in wanted and mask is None) or ("zeros" in wanted and not as_map):
+        if wanted & {"moments", "gram"} or ("zeros" in wanted and not as_map):
             x_out = plan.tap(Tap(tensor, "mean" if as_map else "raw"))
         else:
             x_out = ""
@@ -208,7 +207,8 @@ def _plan(model: onnx.ModelProto, requests: list[Request], infos: dict[str, Tens
             plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, g=get_x: a.update(g(o))))
         for r in reqs:
             if "contrib" in r.stats:
-                _plan_contrib(plan, r, as_map, x_out, mask)
+                # a transformer's tokens are its rows: the padded ones are no samples
+                _plan_contrib(plan, r, as_map, None if as_map else token_mask(model.graph, info))
     return plan
 
 
@@ -223,14 +223,11 @@ def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int, 
     contrib = [r for r in reqs if r.contrib is not None]  # relative importance: raw tokens as rows (its feed)
     reqs = [r for r in reqs if r.contrib is None]
 
-    def mask_out() -> str | None:  # a graph input: taken from the feed
-        return plan.tap(Tap(mask, "raw")) if mask is not None else None
-
     kinds = {r.kind for r in reqs}
     if len(kinds) > 1 or len({r.block for r in reqs}) > 1:
         raise OnnxPruneError(f"tensor '{tensor}' is requested with different kinds {sorted(kinds)}; pick one")
     for r in contrib:  # every real token a sample of r_ij, as for "gram" (`_real_rows`)
-        _plan_contrib(plan, r, False, plan.tap(Tap(tensor, "raw")), mask)
+        _plan_contrib(plan, r, False, mask)
     if not reqs:
         return
     kind, block = reqs[0].kind, reqs[0].block
@@ -239,7 +236,8 @@ def _plan_tokens(plan: _Plan, tensor: str, reqs: list[Request], n_classes: int, 
     if bad:
         raise OnnxPruneError(f"request for '{tensor}': {sorted(bad)} not available for kind '{kind}'")
     if wanted & {"gram", "moments"}:  # over all (real) tokens: every token a row
-        x_out, m_out = plan.tap(Tap(tensor, "rows")), mask_out()
+        x_out = plan.tap(Tap(tensor, "rows"))
+        m_out = plan.tap(Tap(mask, "raw")) if mask is not None else None  # a graph input: taken from the feed
         for acc in ([Gram()] if "gram" in wanted else []) + ([Moments()] if "moments" in wanted else []):
             plan.bindings.append(_Binding(tensor, acc, lambda o, a=acc, k=x_out, m=m_out:
                                           a.update(_real_rows(o[k], None if m is None else o[m]))))
@@ -265,7 +263,7 @@ def _real_rows(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return rows[mask.reshape(-1) != 0]
 
 
-def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str, mask: str | None = None) -> None:
+def _plan_contrib(plan: _Plan, r: Request, as_map: bool, mask: str | None = None) -> None:
     """Relative importance of the connections into `r.contrib`'s layer. Feature inputs: each row of x a sample
     (a transformer's tokens, [B, T, F] or [B·T, F]), without the padded ones under the attention mask input `mask`
     (`instrument.token_mask`)."""
@@ -282,14 +280,14 @@ def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str, mask: str |
     act = spec.activation
     plan.contrib_inputs[spec.layer] = r.tensor
     if as_map:
+        x_out = plan.tap(Tap(r.tensor, "mean"))
         a_out = plan.tap(Tap(act[0], "active", act[1], act[2])) if act else None
 
         def feed(o, a=acc, k=x_out, ak=a_out):
             a.update(o[k], active=None if ak is None else o[ak] > 0)
     else:
         view = "raw" if mask is None else "rows"  # [B·T, F] rows have no leading batch axis
-        if mask is not None:
-            x_out = plan.tap(Tap(r.tensor, "rows"))
+        x_out = plan.tap(Tap(r.tensor, view))
         p_out = plan.tap(Tap(act[0], view)) if act else None
         m_out = plan.tap(Tap(mask, "raw")) if mask is not None else None  # a graph input: taken from the feed
         lo, hi = (act[1], act[2]) if act else (None, None)
@@ -301,9 +299,8 @@ def _plan_contrib(plan: _Plan, r: Request, as_map: bool, x_out: str, mask: str |
             if pk is not None:
                 p = o[pk].reshape(len(x), -1)
                 active = (p > lo) & (p < hi)
-            real = None if mk is None or o[mk].size != len(x) else o[mk].reshape(-1) != 0
-            if real is not None:  # rows in the mask's sample-major token order
-                x, active = x[real], None if active is None else active[real]
+            if mk is not None:
+                x, active = _real_rows(x, o[mk]), None if active is None else _real_rows(active, o[mk])
             a.update(x, active=active)
     plan.bindings.append(_Binding(spec.layer, acc, feed))
 
